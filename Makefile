@@ -1,0 +1,42 @@
+# presa-bench. `make demo` and `make test` each do the whole set-up first (make install).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.presa-installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+PROFILE ?= smoke
+TASK ?= BallCircle
+
+.PHONY: install demo test lock clean-venv
+
+install: $(STAMP)
+
+# The stamp depends on everything that defines the environment: a no-op when it is up to date.
+$(STAMP): requirements/lock.txt requirements/nodeps.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps -r requirements/lock.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "import bench, dsrl, osrl, fsrl, safety_gymnasium, bullet_safety_gym" 2>/dev/null
+	@touch $@
+	@echo "presa-bench installed in $(VENV)"
+
+demo: install
+	$(BIN)/presa-bench run --task $(TASK) --profile $(PROFILE)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Regenerate the lock from a fresh resolution of requirements/base.txt (needs the package registry).
+lock:
+	rm -rf /tmp/presa-lock-venv && $(PYTHON) -m venv /tmp/presa-lock-venv
+	/tmp/presa-lock-venv/bin/pip install -q torch==2.13.0
+	/tmp/presa-lock-venv/bin/pip install -q -r requirements/base.txt
+	/tmp/presa-lock-venv/bin/pip install -q --no-deps -r requirements/nodeps.txt
+	{ echo "# Full pinned lock of the project environment (pip freeze of a working install, Python 3.11)."; \
+	  echo "# Installed with --no-deps after torch; regenerate with 'make lock'."; \
+	  /tmp/presa-lock-venv/bin/pip freeze | grep -v -E '^torch==|^-e|presa'; } > requirements/lock.txt
+
+clean-venv:
+	rm -rf $(VENV)

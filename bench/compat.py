@@ -1,0 +1,105 @@
+"""Runtime compatibility patches for the offline safe-RL stack on Python 3.11.
+
+This is the ONE place where presa-bench adapts third-party packages. It is imported first by every
+entry point (``bench/__init__.py`` applies it), is idempotent, and imports nothing heavy.
+
+Why each patch exists (measured with the pinned set in requirements/lock.txt, see docs/install.md):
+
+1. safety-gymnasium 1.0.0 declares dataclass fields with ``numpy.ndarray`` defaults; Python 3.11's
+   dataclasses reject them ("mutable default <class 'numpy.ndarray'> for field color is not
+   allowed"). We turn such a default into a ``default_factory`` that returns a copy.
+2. dsrl 0.1.0 imports ``safety_gymnasium.tasks.safety_velocity``, renamed ``safe_velocity`` in
+   safety-gymnasium 1.0.0 (trajectories are identical): an import alias maps the old name.
+3. osrl-lib and fast-safe-rl import ``wandb`` at import time; presa-bench never logs to wandb, so
+   when wandb is not installed a stub module stands in (OSRL's DummyLogger never calls it).
+4. ``DSRL_SUPPRESS_IMPORT_ERROR=1`` hides dsrl's warning about the missing MetaDrive ``gym``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
+
+_APPLIED = False
+_OLD_VELOCITY = "safety_gymnasium.tasks.safety_velocity"
+_NEW_VELOCITY = "safety_gymnasium.tasks.safe_velocity"
+
+
+def _is_ndarray(value: object) -> bool:
+    cls = type(value)
+    return cls.__name__ == "ndarray" and cls.__module__ == "numpy"
+
+
+def _patch_dataclass_ndarray_defaults() -> None:
+    original = dataclasses._get_field  # type: ignore[attr-defined]
+    if getattr(original, "_presa_patched", False):
+        return
+
+    def _get_field(cls, a_name, a_type, *args, **kwargs):  # type: ignore[no-untyped-def]
+        default = cls.__dict__.get(a_name, dataclasses.MISSING)
+        if isinstance(default, dataclasses.Field) and _is_ndarray(default.default):
+            value = default.default
+            default.default = dataclasses.MISSING
+            default.default_factory = value.copy
+        elif _is_ndarray(default):
+            setattr(cls, a_name, dataclasses.field(default_factory=default.copy))
+        return original(cls, a_name, a_type, *args, **kwargs)
+
+    _get_field._presa_patched = True  # type: ignore[attr-defined]
+    dataclasses._get_field = _get_field  # type: ignore[attr-defined]
+
+
+class _AliasLoader(importlib.abc.Loader):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def create_module(self, spec):  # type: ignore[no-untyped-def]
+        module = importlib.import_module(self.target)
+        sys.modules[spec.name] = module
+        return module
+
+    def exec_module(self, module) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+
+class _VelocityAliasFinder(importlib.abc.MetaPathFinder):
+    """Resolve ``safety_gymnasium.tasks.safety_velocity[.x]`` to ``...safe_velocity[.x]``."""
+
+    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        if fullname != _OLD_VELOCITY and not fullname.startswith(_OLD_VELOCITY + "."):
+            return None
+        target_name = _NEW_VELOCITY + fullname[len(_OLD_VELOCITY):]
+        is_package = fullname == _OLD_VELOCITY
+        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(target_name), is_package=is_package)
+
+
+def _wandb_stub() -> types.ModuleType:
+    stub = types.ModuleType("wandb")
+    stub.__doc__ = "presa-bench stub: wandb is not installed and never used."
+    stub.run = None
+
+    def _noop(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return None
+
+    for name in ("init", "log", "finish", "watch", "save", "config", "define_metric"):
+        setattr(stub, name, _noop)
+    return stub
+
+
+def apply() -> None:
+    """Apply every patch once. Safe to call many times."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
+    _patch_dataclass_ndarray_defaults()
+    if not any(isinstance(f, _VelocityAliasFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _VelocityAliasFinder())
+    if "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
+        sys.modules["wandb"] = _wandb_stub()
+    _APPLIED = True
