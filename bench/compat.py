@@ -13,6 +13,12 @@ Why each patch exists (measured with the pinned set in requirements/lock.txt, se
 3. osrl-lib and fast-safe-rl import ``wandb`` at import time; presa-bench never logs to wandb, so
    when wandb is not installed a stub module stands in (OSRL's DummyLogger never calls it).
 4. ``DSRL_SUPPRESS_IMPORT_ERROR=1`` hides dsrl's warning about the missing MetaDrive ``gym``.
+5. bullet-safety-gym silences pybullet by redirecting C-level stdout/stderr through
+   ``stream.fileno()`` and a libc symbol named after ``stream.name``; both fail when Python's
+   streams are replaced (pytest's capture, typer's CliRunner, a notebook). Its ``RedirectStream``
+   is made robust: it flushes all C streams and skips the redirect when a stream has no fd.
+6. gymnasium-robotics prints a notice about its Adroit environments (which presa-bench never
+   uses) to stderr at every import of a simulator; it is removed from farama_notifications.
 """
 
 from __future__ import annotations
@@ -78,6 +84,71 @@ class _VelocityAliasFinder(importlib.abc.MetaPathFinder):
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(target_name), is_package=is_package)
 
 
+_BULLET_BUILDER = "bullet_safety_gym.envs.builder"
+
+
+def _robust_redirect_stream(cls: type) -> None:
+    """Replace RedirectStream's methods by ones that work with any sys.stdout/sys.stderr."""
+    import ctypes
+
+    def _flush_c_stream(stream) -> None:  # type: ignore[no-untyped-def]
+        ctypes.CDLL(None).fflush(None)
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.fd = None
+        try:
+            target = self.stream.fileno()
+            self.stream.flush()
+        except (AttributeError, OSError, ValueError):
+            return self
+        self.fd = open(self.file, "w+")
+        self.dup_stream = os.dup(target)
+        self.target = target
+        os.dup2(self.fd.fileno(), target)
+        return self
+
+    def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+        if self.fd is None:
+            return None
+        _flush_c_stream(self.stream)
+        os.dup2(self.dup_stream, self.target)
+        os.close(self.dup_stream)
+        self.fd.close()
+        return None
+
+    cls._flush_c_stream = staticmethod(_flush_c_stream)
+    cls.__enter__ = __enter__
+    cls.__exit__ = __exit__
+
+
+class _BulletBuilderLoader(importlib.abc.Loader):
+    def __init__(self, wrapped: importlib.abc.Loader) -> None:
+        self.wrapped = wrapped
+
+    def create_module(self, spec):  # type: ignore[no-untyped-def]
+        return self.wrapped.create_module(spec)
+
+    def exec_module(self, module) -> None:  # type: ignore[no-untyped-def]
+        # The module redirects sys.stderr at import time: give it the real stream for that moment.
+        saved = sys.stderr
+        sys.stderr = sys.__stderr__ or saved
+        try:
+            self.wrapped.exec_module(module)
+        finally:
+            sys.stderr = saved
+        _robust_redirect_stream(module.RedirectStream)
+
+
+class _BulletBuilderFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        if fullname != _BULLET_BUILDER:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _BulletBuilderLoader(spec.loader)
+        return spec
+
+
 def _wandb_stub() -> types.ModuleType:
     stub = types.ModuleType("wandb")
     stub.__doc__ = "presa-bench stub: wandb is not installed and never used."
@@ -100,6 +171,14 @@ def apply() -> None:
     _patch_dataclass_ndarray_defaults()
     if not any(isinstance(f, _VelocityAliasFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _VelocityAliasFinder())
+    if not any(isinstance(f, _BulletBuilderFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _BulletBuilderFinder())
+    try:
+        import farama_notifications
+
+        farama_notifications.notifications.pop("gymnasium_robotics", None)
+    except ImportError:
+        pass
     if "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
         sys.modules["wandb"] = _wandb_stub()
     _APPLIED = True

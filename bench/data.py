@@ -132,7 +132,7 @@ def episode_boundaries(terminals: np.ndarray, timeouts: np.ndarray) -> tuple[Epi
     """Episodes from the end flags, and how many trailing transitions belong to no ended episode."""
     done = np.flatnonzero(np.asarray(terminals, bool) | np.asarray(timeouts, bool))
     ends = done + 1
-    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64) if len(ends) else ends.astype(np.int64)
     dangling = len(terminals) - (int(ends[-1]) if len(ends) else 0)
     return Episodes(starts=starts, lengths=(ends - starts).astype(np.int64)), dangling
 
