@@ -1,0 +1,369 @@
+"""Run one cell: resolve it, train with checkpoints, evaluate final and best policies, store it.
+
+The flow is the project's one-way data flow: dataset -> feedback -> Algorithm.train -> policies ->
+evaluate_policy -> CellRecord -> bench.results. Nothing here knows any algorithm by name: every
+method is reached through bench.algorithms and bench.interfaces.Algorithm.
+
+Resume semantics: a cell whose stored config hash equals the resolved one is skipped; otherwise it
+is (re)run, and the trainer resumes from ``<results>/checkpoints/<cell-id>/`` if a checkpoint of the
+SAME config is there (the directory is wiped when the config changed, so a stale checkpoint can
+never leak into a new config).
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+import shutil
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench import results as store
+from bench.errors import BadInput, BenchError
+from bench.interfaces import Algorithm, Policy, TrainInputs, TrainOutput, TrainSpec
+from bench.profiles import Profile, get_profile
+from bench.tasks import Task, get_task
+
+#: Online evaluations during training use seeds disjoint from the final evaluation's (base = cell
+#: seed), so that selecting the "best" checkpoint never sees the episodes it is scored on.
+DURING_TRAINING_SEED_OFFSET = 1_000_000
+#: Environments stepped together in an evaluation (batched policy inference).
+EVAL_NUM_ENVS = 10
+#: Overrides with this prefix go to bench.feedback.feedback_for_run, not to the algorithm.
+FEEDBACK_PREFIX = "feedback."
+CONFIG_HASH_FILE = "config_hash.txt"
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell as the user names it. Defaults: the task's middle threshold, seed 0, the quick profile."""
+
+    task: str
+    algorithm: str = "presa"
+    #: Cost threshold kappa; None = the task's middle threshold (Bullet 20, Safety-Gymnasium 40).
+    threshold: float | None = None
+    seed: int = 0
+    profile: str = "quick"
+    #: Dataset file or directory (DSRL naming); None = the standard lookup (bench.data.find_dataset).
+    dataset: str | None = None
+    #: Human labels file for the feedback (bench.feedback); None = synthetic labels.
+    labels_file: str | None = None
+    #: Synthetic queries; None = the profile's num_queries.
+    num_queries: int | None = None
+    device: str = "auto"
+    #: ``--set key=value`` pairs, sorted; "feedback.*" keys go to the feedback builder.
+    overrides: tuple[tuple[str, Any], ...] = ()
+    #: "module:Class" of the algorithm. Planners fill it from the registry in the parent process, so
+    #: worker processes (process pool, Slurm) run exactly the class the parent resolved.
+    algorithm_path: str | None = None
+
+
+@dataclass
+class ResolvedCell:
+    spec: CellSpec
+    task: Task
+    profile: Profile
+    threshold: float
+    algorithm_cls: type[Algorithm]
+    dataset_path: Path
+    dataset_hash: str
+    key: store.CellKey
+    config: dict[str, Any]
+    config_hash: str
+    algo_overrides: dict[str, Any] = field(default_factory=dict)
+    feedback_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CellOutcome:
+    cell_id: str
+    status: str  # "done" | "skipped" | "failed"
+    path: Path | None = None
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    error: str = ""
+    wall_seconds: float = 0.0
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...] | None) -> tuple[tuple[str, Any], ...]:
+    """``["lr=3e-4", "hidden=[64,64]"]`` -> (("hidden", [64, 64]), ("lr", 0.0003)); values parsed as YAML."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BadInput(f"bad --set '{pair}': expected key=value, e.g. --set lr=3e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    return tuple(sorted(out.items()))
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise BadInput(f"unknown device '{device}': choose auto, cpu or cuda")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise BadInput(f"--device {device} asked for a GPU but torch sees none; use --device cpu or auto")
+    return device
+
+
+def algorithm_path(name: str) -> str:
+    """The registry's "module:Class" for a name (raises BadInput for an unknown name)."""
+    from bench import algorithms
+
+    algorithms.get_algorithm(name)  # validates the name with a did-you-mean message
+    return algorithms.REGISTRY[name.strip().lower()]
+
+
+def _load_class(path: str) -> type[Algorithm]:
+    module_name, _, cls_name = path.partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def _config_dict(config: Any) -> Any:
+    if is_dataclass(config) and not isinstance(config, type):
+        return asdict(config)
+    if isinstance(config, dict):
+        return config
+    return vars(config) if hasattr(config, "__dict__") else repr(config)
+
+
+def _feedback_tag(spec: CellSpec, num_queries: int, labels_hash: str | None, feedback_kwargs: dict[str, Any]) -> str:
+    tag = f"labels-{labels_hash[:8]}" if labels_hash else f"q{num_queries}"
+    if feedback_kwargs:
+        tag += "-" + store.config_hash(feedback_kwargs)[:8]
+    return tag
+
+
+def resolve(spec: CellSpec) -> ResolvedCell:
+    """Everything about a cell that is known before training: identity, config and its hash."""
+    from bench.data import find_dataset
+
+    task = get_task(spec.task)
+    task.require_supported()
+    profile = get_profile(spec.profile)
+    threshold = float(spec.threshold) if spec.threshold is not None else float(task.thresholds[len(task.thresholds) // 2])
+    if threshold < 0:
+        raise BadInput(f"threshold {threshold:g} is negative: a cost threshold must be >= 0")
+    path = spec.algorithm_path or algorithm_path(spec.algorithm)
+    algorithm_cls = _load_class(path)
+    name = algorithm_cls.name if getattr(algorithm_cls, "name", None) else spec.algorithm
+    dataset_path = find_dataset(task, spec.dataset)
+    dataset_hash = store.file_hash(dataset_path)
+    overrides = dict(spec.overrides)
+    feedback_kwargs = {k[len(FEEDBACK_PREFIX):]: v for k, v in overrides.items() if k.startswith(FEEDBACK_PREFIX)}
+    algo_overrides = {k: v for k, v in overrides.items() if not k.startswith(FEEDBACK_PREFIX)}
+    num_queries = int(spec.num_queries if spec.num_queries is not None else profile.num_queries)
+    feedback_config: dict[str, Any] | None = None
+    if algorithm_cls.needs_feedback:
+        labels_hash = None
+        if spec.labels_file is not None:
+            labels = Path(spec.labels_file).expanduser()
+            if not labels.is_file():
+                raise BadInput(f"labels file {labels} does not exist")
+            labels_hash = store.file_hash(labels)
+        feedback_config = {"num_queries": num_queries, "labels_hash": labels_hash, **feedback_kwargs}
+        tag = _feedback_tag(spec, num_queries, labels_hash, feedback_kwargs)
+    else:
+        tag = "none"
+    key = store.CellKey(task.name, name, threshold, int(spec.seed), profile.name, tag)
+    train_spec = TrainSpec(task=task, threshold=threshold, seed=int(spec.seed), profile=profile, overrides=algo_overrides)
+    algo_config = _config_dict(algorithm_cls.config_for(train_spec))
+    config = {
+        "task": task.name,
+        "algorithm": name,
+        "algorithm_class": path,
+        "threshold": threshold,
+        "seed": int(spec.seed),
+        "profile": asdict(profile),
+        "algorithm_config": algo_config,
+        "overrides": algo_overrides,
+        "dataset_hash": dataset_hash,
+        "feedback": feedback_config,
+        "evaluation": {"during_seed_offset": DURING_TRAINING_SEED_OFFSET},
+    }
+    return ResolvedCell(
+        spec=spec,
+        task=task,
+        profile=profile,
+        threshold=threshold,
+        algorithm_cls=algorithm_cls,
+        dataset_path=dataset_path,
+        dataset_hash=dataset_hash,
+        key=key,
+        config=config,
+        config_hash=store.config_hash(config),
+        algo_overrides=algo_overrides,
+        feedback_kwargs=feedback_kwargs,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # a numpy-only algorithm needs no torch
+        pass
+
+
+def _prepare_checkpoint_dir(directory: Path, config_hash_: str, fresh: bool) -> None:
+    marker = directory / CONFIG_HASH_FILE
+    stale = directory.is_dir() and (fresh or not marker.is_file() or marker.read_text().strip() != config_hash_)
+    if stale:
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        store.atomic_write_bytes(marker, config_hash_.encode())
+
+
+def _load_feedback(cell: ResolvedCell, dataset: Any, results_dir: Path) -> Any:
+    from bench import feedback as feedback_module
+
+    build = getattr(feedback_module, "feedback_for_run", None)
+    if build is None:
+        raise BenchError(f"{cell.key.algorithm} needs feedback but bench.feedback.feedback_for_run is not available yet")
+    feedback_config = cell.config["feedback"]
+    return build(
+        cell.task,
+        dataset,
+        cell.threshold,
+        cell.key.seed,
+        num_queries=feedback_config["num_queries"],
+        cache_dir=results_dir / store.FEEDBACK,
+        labels_file=cell.spec.labels_file,
+        **cell.feedback_kwargs,
+    )
+
+
+ProgressFn = Callable[[int, dict[str, float]], None]
+
+
+def run_cell(
+    spec: CellSpec,
+    results_dir: Path | str = "results",
+    *,
+    force: bool = False,
+    on_log: ProgressFn | None = None,
+    resolved: ResolvedCell | None = None,
+) -> CellOutcome:
+    """Train, evaluate and store one cell (skipped if already stored with the same config hash).
+
+    ``on_log`` receives every spec.log(step, metrics) call (the CLI feeds a progress bar with it).
+    Exceptions propagate; `run_cell_safely` records them instead.
+    """
+    from bench.data import load_dataset
+    from bench.evaluation import evaluate_policy
+
+    started = time.perf_counter()
+    results_dir = Path(results_dir)
+    cell = resolved or resolve(spec)
+    if not force and store.is_done(results_dir, cell.key, cell.config_hash):
+        return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
+    device = resolve_device(spec.device)
+    dataset = load_dataset(cell.dataset_path, cell.task)
+    feedback = _load_feedback(cell, dataset, results_dir) if cell.algorithm_cls.needs_feedback else None
+    ckpt = store.checkpoint_dir(results_dir, cell.key)
+    _prepare_checkpoint_dir(ckpt, cell.config_hash, fresh=force)
+
+    eval_seed = DURING_TRAINING_SEED_OFFSET + cell.key.seed
+
+    def evaluate_during(policy: Policy) -> dict[str, float]:
+        result = evaluate_policy(
+            policy, cell.task, cell.threshold, episodes=cell.profile.eval_episodes_during,
+            seed=eval_seed, num_envs=EVAL_NUM_ENVS,
+        )
+        return result.summary()
+
+    train_spec = TrainSpec(
+        task=cell.task,
+        threshold=cell.threshold,
+        seed=cell.key.seed,
+        profile=cell.profile,
+        device=device,
+        checkpoint_dir=ckpt,
+        overrides=dict(cell.algo_overrides),
+        log=on_log,
+        evaluate=evaluate_during,
+    )
+    inputs = TrainInputs(
+        data=dataset.learner_view(),
+        feedback=feedback,
+        dataset=dataset if cell.algorithm_cls.uses_ground_truth else None,
+    )
+    seed_everything(cell.key.seed)
+    train_started = time.perf_counter()
+    output: TrainOutput = cell.algorithm_cls().train(train_spec, inputs)
+    train_seconds = output.train_seconds or (time.perf_counter() - train_started)
+
+    episodes: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, float]] = {}
+    final = evaluate_policy(
+        output.policy, cell.task, cell.threshold, episodes=cell.profile.eval_episodes,
+        seed=cell.key.seed, num_envs=EVAL_NUM_ENVS,
+    )
+    episodes += [{"checkpoint": "final", **row} for row in final.rows()]
+    summary["final"] = final.summary()
+    if output.best_policy is not None:
+        if output.best_policy is output.policy:
+            best = final
+        else:
+            best = evaluate_policy(
+                output.best_policy, cell.task, cell.threshold, episodes=cell.profile.eval_episodes,
+                seed=cell.key.seed, num_envs=EVAL_NUM_ENVS,
+            )
+        episodes += [{"checkpoint": "best", **row} for row in best.rows()]
+        summary["best"] = best.summary()
+
+    provenance = dict(getattr(feedback, "provenance", {}) or {}) if feedback is not None else {}
+    record = store.CellRecord(
+        key=cell.key,
+        suite=cell.task.suite,
+        config=cell.config,
+        config_hash=cell.config_hash,
+        episodes=episodes,
+        curve=list(output.curve),
+        device=device,
+        wall_seconds=time.perf_counter() - started,
+        train_seconds=float(train_seconds),
+        steps=int(output.steps),
+        dataset_path=str(cell.dataset_path),
+        dataset_hash=cell.dataset_hash,
+        feedback_provenance=provenance,
+        info=dict(output.info),
+    )
+    path = store.write_cell(results_dir, record)
+    return CellOutcome(cell.key.cell_id, "done", path, summary, wall_seconds=record.wall_seconds)
+
+
+def run_cell_safely(spec: CellSpec, results_dir: Path | str = "results", force: bool = False) -> CellOutcome:
+    """`run_cell` for sweeps: an exception becomes a failure record (and a "failed" outcome)."""
+    started = time.perf_counter()
+    key: store.CellKey | None = None
+    try:
+        cell = resolve(spec)
+        key = cell.key
+        return run_cell(spec, results_dir, force=force, resolved=cell)
+    except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded, never fatal
+        message = f"{type(exc).__name__}: {exc}"
+        if key is None:
+            threshold = spec.threshold if spec.threshold is not None else -1.0
+            key = store.CellKey(spec.task, spec.algorithm, float(threshold), int(spec.seed), spec.profile, "unresolved")
+        store.write_failure(results_dir, key, message, traceback.format_exc())
+        return CellOutcome(key.cell_id, "failed", error=message, wall_seconds=time.perf_counter() - started)
