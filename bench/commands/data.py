@@ -30,3 +30,53 @@ def info(
     if plot is not None:
         scatter_plot(ds, plot)
         console.print(f"scatter plot saved to {plot}")
+
+
+@app.command("collect")
+def collect_cmd(
+    task: str = typer.Option(..., "--task", help="Short DSRL task name, e.g. BallCircle."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", help="Episodes to keep after filtering (default: the profile's; quick/paper: as many as DSRL's file)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of training, rollouts and filtering."),
+    workers: int = typer.Option(1, "--workers", help="Processes for training runs and rollouts (one core each)."),
+    dataset_dir: Optional[Path] = typer.Option(None, "--dataset-dir", help="Output directory (default: $DSRL_DATASET_DIR, else ~/.dsrl/datasets)."),
+    profile: str = typer.Option("quick", "--profile", help="Budget: smoke (seconds), quick (minutes for a Bullet task), paper (DSRL-like)."),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Override the env steps per behaviour policy."),
+) -> None:
+    """Build a DSRL-format dataset in the task's real simulator (PPO-Lagrangian behaviour policies,
+    noisy rollouts, (cost, reward) grid filter). Resumable: rerun the same command to continue."""
+    import shlex
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from bench.collect import CollectConfig, collect, get_budget
+    from bench.console import console as _console
+    from bench.tasks import get_task
+
+    cfg = CollectConfig(
+        task=get_task(task), budget=get_budget(profile), seed=seed, workers=workers, out_dir=dataset_dir,
+        episodes=episodes, train_steps=train_steps, command=shlex.join(["presa-bench", *sys.argv[1:]]),
+    )
+    console = _console()
+    console.print(f"collecting {cfg.task.name} ({cfg.budget.name} profile, seed {seed}); work directory {cfg.work_dir}")
+    labels = {"train": "training behaviour policies (env steps)", "rollout": "rolling out snapshots (episodes)"}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=console,
+    ) as progress:
+        bars: dict[str, int] = {}
+
+        def on_stage(stage: str, total: int) -> None:
+            bars[stage] = progress.add_task(labels[stage], total=max(total, 1), completed=0 if total else 1)
+
+        def report(stage: str, amount: int) -> None:
+            progress.advance(bars[stage], amount)
+
+        result = collect(cfg, report=report, on_stage=on_stage)
+    card = result.card
+    console.print(
+        f"wrote {result.path} ({card['counts']['episodes']} episodes, {card['counts']['transitions']} transitions, "
+        f"{card['bytes'] / 1e6:.1f} MB) and {result.card_path.name}"
+    )
+    bands = ", ".join(f"{k}: {v}" for k, v in card["dataset"]["episodes_per_cost_band"].items())
+    console.print(f"episodes per cost band {bands}; total time this call {card['timing_seconds']['total_wall_this_call']:.0f} s")

@@ -1,0 +1,168 @@
+"""Dataset collection in the real simulator: format, card, resume, filter, and the shipped datasets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench  # noqa: F401  (compat patches first)
+from bench.collect import CollectConfig, collect, get_budget, select_episodes
+from bench.data import ASSET_DIR, load_dataset
+from bench.errors import BadInput
+from bench.tasks import get_task
+
+TASK = get_task("BallRun")
+
+
+def _config(tmp_path: Path, **kwargs) -> CollectConfig:
+    return CollectConfig(TASK, kwargs.pop("budget", get_budget("smoke")), seed=3, out_dir=tmp_path / "datasets", **kwargs)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.done = {"train": 0, "rollout": 0}
+
+    def __call__(self, stage: str, amount: int) -> None:
+        self.done[stage] += amount
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("collect")
+    counter = Counter()
+    cfg = _config(tmp)
+    return cfg, collect(cfg, report=counter), counter
+
+
+def test_smoke_file_loads_in_dsrl_and_bench(smoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, result, counter = smoke
+    monkeypatch.setenv("DSRL_DATASET_DIR", str(cfg.directory))
+    n = result.card["counts"]["episodes"]
+    assert n == cfg.target_episodes == 8
+    assert result.path == cfg.directory / TASK.dataset_filename(n)
+    assert counter.done["train"] >= cfg.steps_per_run
+    budget = cfg.budget
+    snapshots = budget.snapshots + 1  # the untrained one too
+    assert counter.done["rollout"] == snapshots * len(budget.noise_stds) * budget.episodes_per_rollout
+
+    import gymnasium as gym
+
+    raw = gym.make(TASK.env_id).unwrapped.get_dataset(str(result.path))
+    ds = load_dataset(result.path, TASK)
+    assert ds.num_episodes == n
+    assert ds.num_transitions == result.card["counts"]["transitions"] == len(raw["rewards"])
+    for key in ("observations", "next_observations", "actions", "rewards", "costs"):
+        np.testing.assert_array_equal(raw[key], getattr(ds, key))
+    assert ds.episode_costs.max() <= TASK.max_episode_cost
+    # consecutive steps chain: next_observations[t] == observations[t + 1] inside an episode
+    inner = np.setdiff1d(np.arange(ds.num_transitions - 1), ds.episodes.ends - 1)
+    np.testing.assert_array_equal(ds.next_observations[inner], ds.observations[inner + 1])
+
+
+def test_card_has_counts_policies_and_versions(smoke) -> None:
+    cfg, result, _ = smoke
+    card = json.loads(result.card_path.read_text())
+    assert result.card_path == result.path.with_suffix(".json")
+    assert card["task"] == "BallRun" and card["seed"] == 3 and card["file"] == result.path.name
+    assert card["counts"]["episodes_collected"] == 2 * 2 * 3
+    assert sum(card["dataset"]["episodes_per_cost_band"].values()) == card["counts"]["episodes"]
+    snaps = card["policies"][0]["snapshots"]
+    assert [s["env_steps"] for s in snaps][0] == 0 and "rollout_reward" in snaps[-1]
+    assert card["versions"]["fast-safe-rl"] == "0.1.0" and "bullet-safety-gym" in card["versions"]
+
+
+def test_rerun_skips_saved_work_and_reproduces_the_file(smoke) -> None:
+    cfg, first, _ = smoke
+    data = first.path.read_bytes()
+    counter = Counter()
+    again = collect(cfg, report=counter)
+    assert counter.done == {"train": 0, "rollout": 0}
+    assert again.path.read_bytes() == data
+
+    # a lost rollout chunk is rolled out again, identically (seeded per episode)
+    chunk = sorted((cfg.work_dir / "episodes").glob("*.npz"))[-1]
+    chunk.unlink()
+    counter = Counter()
+    collect(cfg, report=counter)
+    assert counter.done == {"train": 0, "rollout": cfg.budget.episodes_per_rollout}
+    assert first.path.read_bytes() == data
+
+
+def test_interrupted_training_resumes_from_its_last_snapshot(tmp_path: Path) -> None:
+    budget = replace(get_budget("smoke"), snapshots=2, noise_stds=(0.0,), episodes_per_rollout=2)
+    cfg = _config(tmp_path, budget=budget, episodes=3)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first_update(stage: str, amount: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        collect(cfg, report=stop_after_first_update)
+    run_dir = cfg.work_dir / "policies" / "run0"
+    assert not (run_dir / "done.json").exists() and (run_dir / "actor-001.pt").exists()
+    counter = Counter()
+    collect(cfg, report=counter)
+    # one of the two updates was saved before the interrupt: only the rest is trained again
+    assert 0 < counter.done["train"] < cfg.steps_per_run
+    snaps = json.loads((run_dir / "done.json").read_text())["snapshots"]
+    assert [s["file"] for s in snaps] == ["actor-000.pt", "actor-001.pt", "actor-002.pt"]
+
+
+def test_select_episodes_spreads_over_the_plane_and_drops_costly_ones() -> None:
+    rng = np.random.default_rng(0)
+    # 1000 episodes piled at one point, 40 spread out, 5 above the max cost
+    costs = np.concatenate([np.full(1000, 5.0), rng.uniform(0, 80, 40), np.full(5, 120.0)])
+    rewards = np.concatenate([np.full(1000, 300.0), rng.uniform(0, 800, 40), np.full(5, 900.0)])
+    kept = select_episodes(costs, rewards, target=60, max_cost=80.0, seed=1)
+    assert len(kept) == 60 and np.all(np.diff(kept) > 0)
+    assert np.all(costs[kept] <= 80.0)
+    assert np.isin(np.arange(1000, 1040), kept).all()  # every spread episode survives the thinning
+    np.testing.assert_array_equal(kept, select_episodes(costs, rewards, target=60, max_cost=80.0, seed=1))
+
+
+def test_bad_input_is_rejected_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="unknown collect profile"):
+        get_budget("huge")
+    with pytest.raises(BadInput, match="--workers"):
+        _config(tmp_path, workers=0)
+    with pytest.raises(BadInput, match="not supported"):
+        CollectConfig(get_task("easysparse"), get_budget("smoke"))
+
+
+def test_cli_collect_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.cli import main
+
+    monkeypatch.setenv("DSRL_DATASET_DIR", str(tmp_path / "unused"))
+    out = tmp_path / "cli"
+    args = ["data", "collect", "--task", "BallRun", "--profile", "smoke", "--episodes", "5", "--dataset-dir", str(out)]
+    assert main(args) == 0
+    assert (out / TASK.dataset_filename(5)).is_file() and (out / TASK.dataset_filename(5)).with_suffix(".json").is_file()
+    assert not (tmp_path / "unused").exists()
+    assert main(["data", "collect", "--task", "BallRun", "--profile", "huge", "--dataset-dir", str(out)]) == 2
+
+
+@pytest.mark.parametrize("name", ["BallCircle", "BallRun"])
+def test_shipped_dataset_covers_every_cost_band(name: str) -> None:
+    task = get_task(name)
+    files = sorted(ASSET_DIR.glob(f"{task.simulator_id}-*.hdf5"))
+    assert len(files) == 1, f"expected one shipped {name} dataset in {ASSET_DIR}"
+    ds = load_dataset(files[0], task)
+    card = json.loads(files[0].with_suffix(".json").read_text())
+    assert card["counts"]["episodes"] == ds.num_episodes and card["counts"]["transitions"] == ds.num_transitions
+    c, r = ds.episode_costs, ds.episode_returns
+    edges = [0.0, *task.thresholds, task.max_episode_cost]
+    assert np.sum(c <= edges[1]) > 0
+    for lo, hi in zip(edges[1:-1], edges[2:]):
+        assert np.sum((c > lo) & (c <= hi)) > 0, f"no episode with cost in ({lo}, {hi}]"
+    assert c.max() <= task.max_episode_cost
+    # safe episodes span poor to good reward (normalized reward range at least half of DSRL's span)
+    safe = r[c <= task.thresholds[1]]
+    span = task.max_episode_reward - task.min_episode_reward
+    assert (safe.max() - safe.min()) / span > 0.5
+    assert files[0].stat().st_size < 15e6
