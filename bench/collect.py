@@ -220,6 +220,8 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
     The update sequence is fsrl's ``OnpolicyTrainer.policy_update_fn``; the loop is ours so that
     the cost limit can change between updates and snapshots land at exact step counts.
     """
+    if spec.done_file.is_file():
+        return json.loads(spec.done_file.read_text())
     import torch
 
     torch.set_num_threads(1)  # fsrl's default thread=4 would take every core of the machine
@@ -232,8 +234,6 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
 
     from bench.envs import make_env
 
-    if spec.done_file.is_file():
-        return json.loads(spec.done_file.read_text())
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     state_path = spec.run_dir / "state.pt"
     env = make_env(spec.task)
@@ -341,23 +341,30 @@ class RolloutSpec:
     hidden_sizes: tuple[int, ...]
     noise_std: float
     episodes: int
-    #: entropy of the chunk's seeds: (collection seed, run, snapshot, noise index)
-    seed: tuple[int, ...]
+    collection_seed: int
+    run: int
+    snapshot: int
+    noise_index: int
     out_file: Path
     #: simulators stepped side by side so that the policy runs once per step on a batch
     envs: int = 10
 
+    @property
+    def seed(self) -> tuple[int, ...]:
+        """Entropy of this chunk's noise and episode seeds."""
+        return (self.collection_seed, self.run, self.snapshot, self.noise_index)
+
 
 def rollout(spec: RolloutSpec, report: Report | None = None) -> Path:
     """Roll an actor snapshot out for ``spec.episodes`` episodes and save them as one .npz chunk."""
+    if spec.out_file.is_file():
+        return spec.out_file
     import torch
 
     torch.set_num_threads(1)
     import bench  # noqa: F401
     from bench.envs import make_env
 
-    if spec.out_file.is_file():
-        return spec.out_file
     n_envs = min(spec.envs, spec.episodes)
     envs = [make_env(spec.task) for _ in range(n_envs)]
     space = envs[0].action_space
@@ -512,8 +519,8 @@ def _rollout_specs(cfg: CollectConfig, runs: list[dict[str, Any]], specs: list[R
                 out.append(
                     RolloutSpec(
                         task=cfg.task, actor_file=spec.run_dir / snap["file"], hidden_sizes=cfg.budget.hidden_sizes,
-                        noise_std=std, episodes=cfg.budget.episodes_per_rollout,
-                        seed=(cfg.seed, run["run"], snap_index, k),
+                        noise_std=std, episodes=cfg.budget.episodes_per_rollout, collection_seed=cfg.seed,
+                        run=run["run"], snapshot=snap_index, noise_index=k,
                         out_file=cfg.work_dir / "episodes" / f"run{run['run']}-snap{snap_index:03d}-noise{k}.npz",
                     )
                 )
@@ -525,15 +532,19 @@ def _queue_report(queue: Any, stage: str, amount: int) -> None:
 
 
 def _map(fn: Callable[..., Any], specs: list[Any], workers: int, report: Report | None) -> list[Any]:
-    """fn(spec, report) for every spec, in a process pool when workers > 1; results in spec order."""
-    if workers == 1 or len(specs) <= 1:
+    """fn(spec, report) for every spec, in a process pool when workers > 1; results in spec order.
+
+    ``fn`` returns saved work at once, so only specs with work left go to the pool.
+    """
+    todo = [s for s in specs if not _is_saved(s)]
+    if workers == 1 or len(todo) <= 1:
         return [fn(s, report) for s in specs]
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork after torch/pybullet imports is not safe
     with ctx.Manager() as manager, ProcessPoolExecutor(min(workers, len(specs)), mp_context=ctx) as pool:
         queue = manager.Queue()
-        futures: list[Future] = [pool.submit(fn, s, partial(_queue_report, queue)) for s in specs]
+        futures: list[Future] = [pool.submit(fn, s, partial(_queue_report, queue)) for s in todo]
         pending = set(futures)
         while pending:
             _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -545,7 +556,12 @@ def _map(fn: Callable[..., Any], specs: list[Any], workers: int, report: Report 
             stage, amount = queue.get()
             if report is not None:
                 report(stage, amount)
-        return [f.result() for f in futures]
+        results = iter([f.result() for f in futures])
+    return [next(results) if s in todo else fn(s, report) for s in specs]
+
+
+def _is_saved(spec: RunSpec | RolloutSpec) -> bool:
+    return (spec.done_file if isinstance(spec, RunSpec) else spec.out_file).is_file()
 
 
 def _versions(task: Task) -> dict[str, str]:
@@ -595,16 +611,15 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
                   "steps_per_run": cfg.steps_per_run}, cfg.work_dir / "config.json")
 
     specs = _run_specs(cfg)
-    todo = [s for s in specs if not s.done_file.is_file()]
     if on_stage is not None:
-        on_stage("train", sum(s.steps - _saved_steps(s) for s in todo))
+        on_stage("train", sum(s.steps - _saved_steps(s) for s in specs if not _is_saved(s)))
     t_train = time.perf_counter()
     runs = _map(train_behaviour_policy, specs, cfg.workers, report)
     train_wall = time.perf_counter() - t_train
 
     rollouts = _rollout_specs(cfg, runs, specs)
     if on_stage is not None:
-        on_stage("rollout", sum(r.episodes for r in rollouts if not r.out_file.is_file()))
+        on_stage("rollout", sum(r.episodes for r in rollouts if not _is_saved(r)))
     t_roll = time.perf_counter()
     chunk_files = _map(rollout, rollouts, cfg.workers, report)
     rollout_wall = time.perf_counter() - t_roll
@@ -612,7 +627,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
     # every episode of every chunk, in a fixed order, as (chunk, start, length) + its sums
     chunks = [load_chunk(p) for p in chunk_files]
     ep_chunk, ep_start, ep_len, ep_cost, ep_reward = [], [], [], [], []
-    per_snapshot: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    deterministic: dict[tuple[int, int], tuple[float, float]] = {}  # (run, snapshot) -> noise-free means
     for ci, (spec, chunk) in enumerate(zip(rollouts, chunks)):
         starts = np.concatenate([[0], np.cumsum(chunk["episode_lengths"])[:-1]])
         rs = np.add.reduceat(chunk["rewards"].astype(np.float64), starts)
@@ -623,8 +638,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
         ep_reward += list(rs)
         ep_cost += list(cs)
         if spec.noise_std == 0.0:
-            run_i, snap_i = _indices_of(spec)
-            per_snapshot[(run_i, snap_i)] = [(float(rs.mean()), float(cs.mean()))]
+            deterministic[(spec.run, spec.snapshot)] = (round(float(rs.mean()), 2), round(float(cs.mean()), 2))
     costs, rewards = np.array(ep_cost), np.array(ep_reward)
 
     kept = select_episodes(
@@ -645,8 +659,8 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
 
     for run in runs:
         for i, snap in enumerate(run["snapshots"]):
-            if (run["run"], i) in per_snapshot:
-                snap["rollout_reward"], snap["rollout_cost"] = (round(v, 2) for v in per_snapshot[(run["run"], i)][0])
+            if (run["run"], i) in deterministic:
+                snap["rollout_reward"], snap["rollout_cost"] = deterministic[(run["run"], i)]
     card = {
         "task": cfg.task.name,
         "env_id": cfg.task.env_id,
@@ -700,8 +714,3 @@ def _saved_steps(spec: RunSpec) -> int:
 
     return int(torch.load(state_path, weights_only=False)["steps"])
 
-
-def _indices_of(spec: RolloutSpec) -> tuple[int, int]:
-    stem = spec.out_file.stem  # run{r}-snap{s}-noise{k}
-    run_part, snap_part, _ = stem.split("-")
-    return int(run_part[3:]), int(snap_part[4:])
