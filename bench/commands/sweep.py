@@ -1,0 +1,131 @@
+"""`presa-bench sweep`: run a grid of cells (locally or on Slurm), resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _split(values: Optional[list[str]]) -> list[str]:
+    """Accept both repeated flags and comma-separated lists: --seeds 0,10 --seeds 20."""
+    out: list[str] = []
+    for value in values or []:
+        out += [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
+def _numbers(values: list[str], kind: type, flag: str) -> list:
+    try:
+        return [kind(v) for v in values]
+    except ValueError:
+        raise_bad(f"{flag} needs {kind.__name__} values, got {', '.join(values)}")
+    return []
+
+
+def raise_bad(message: str) -> None:
+    from bench.errors import BadInput
+
+    raise BadInput(message)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep")
+    def sweep_cmd(
+        config: Optional[Path] = typer.Option(None, "--config", help="Sweep YAML (configs/*.yaml); flags below override it."),
+        tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="Tasks or groups (paper, bullet, safety-gymnasium), comma-separated."),
+        algos: Optional[list[str]] = typer.Option(None, "--algos", help="Algorithms, comma-separated."),
+        thresholds: Optional[list[str]] = typer.Option(None, "--thresholds", help="Cost thresholds (default: each task's three)."),
+        seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds (default 0,10,20)."),
+        profile: Optional[str] = typer.Option(None, "--profile", help="smoke, quick or paper."),
+        dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset directory (DSRL naming) or file."),
+        results: Path = typer.Option(Path("results"), "--results", help="Result store directory."),
+        executor: Optional[str] = typer.Option(None, "--executor", help="local (process pool), slurm, or submitit-local."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Local workers (default: number of cores)."),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="Override key=value for every algorithm (repeatable)."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="Human feedback labels file."),
+        num_queries: Optional[int] = typer.Option(None, "--num-queries", help="Synthetic queries (default: the profile's)."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+        slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition."),
+        slurm_timeout_min: Optional[int] = typer.Option(None, "--slurm-timeout-min", help="Slurm time limit per cell (minutes)."),
+        slurm_gpus: Optional[int] = typer.Option(None, "--slurm-gpus", help="GPUs per cell on Slurm."),
+        slurm_cpus: Optional[int] = typer.Option(None, "--slurm-cpus", help="CPUs per cell on Slurm."),
+        slurm_parallelism: Optional[int] = typer.Option(None, "--slurm-parallelism", help="Max array jobs running at once."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and which are already done; run nothing."),
+    ) -> None:
+        """Run tasks x algorithms x thresholds x seeds; finished cells are skipped, failures recorded."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from bench import sweep as sweeps
+        from bench.console import console
+        from bench.runner import parse_overrides
+
+        cfg = sweeps.load_sweep_config(config) if config is not None else sweeps.SweepConfig()
+        if tasks:
+            cfg.tasks = _split(tasks)
+        if algos:
+            cfg.algorithms = _split(algos)
+        if thresholds:
+            cfg.thresholds = _numbers(_split(thresholds), float, "--thresholds")
+        if seeds:
+            cfg.seeds = _numbers(_split(seeds), int, "--seeds")
+        for name, value in (("profile", profile), ("executor", executor), ("workers", workers), ("num_queries", num_queries), ("device", device)):
+            if value is not None:
+                setattr(cfg, name, value)
+        if dataset is not None:
+            cfg.dataset = str(dataset)
+        if labels is not None:
+            cfg.labels_file = str(labels)
+        if set_:
+            cfg.overrides = {**cfg.overrides, "all": {**cfg.overrides.get("all", {}), **dict(parse_overrides(set_))}}
+        for name, value in (
+            ("slurm_partition", slurm_partition),
+            ("timeout_min", slurm_timeout_min),
+            ("gpus_per_node", slurm_gpus),
+            ("cpus_per_task", slurm_cpus),
+            ("slurm_array_parallelism", slurm_parallelism),
+        ):
+            if value is not None:
+                cfg.slurm[name] = value
+
+        out = console()
+        cells = sweeps.expand(cfg)
+        if dry_run:
+            sweeps.check_datasets(sorted({c.task for c in cells}), cfg.dataset)
+            planned = sweeps.plan(cells, results)
+            for p in planned:
+                out.print(f"{'done ' if p.done else 'todo '} {p.resolved.key.cell_id}")
+            out.print(f"{len(planned)} cells, {sum(p.done for p in planned)} done")
+            return
+        out.print(f"sweep: {len(cells)} cells ({cfg.profile} profile, {cfg.executor} executor) -> {results}")
+        progress = Progress(
+            TextColumn("[bold]cells"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console(stderr=True),
+        )
+        with progress:
+            bar = progress.add_task("cells", total=len(cells), status="")
+
+            def update(counts: sweeps.SweepCounts) -> None:
+                progress.update(
+                    bar,
+                    total=counts.total,
+                    completed=counts.finished,
+                    status=f"done {counts.done}  running {counts.running}  [red]failed {counts.failed}[/]  skipped {counts.skipped}",
+                )
+
+            summary = sweeps.run_sweep(cfg, results, cells=cells, update=update)
+        c = summary.counts
+        out.print(
+            f"{c.total} cells: {c.done} run, {c.skipped} already done, {c.failed} failed "
+            f"in {summary.wall_seconds:.1f} s; results in {results}"
+        )
+        for failure in summary.failures:
+            out.print(f"[red]failed[/] {failure.cell_id}: {failure.error}")
+        if summary.failures:
+            out.print(f"failure details: {results}/failures/*.json; rerun the same command to retry them")
+            raise typer.Exit(1)

@@ -1,0 +1,314 @@
+"""Sweeps: a grid of tasks x algorithms x thresholds x seeds, run locally or on Slurm, resumable.
+
+- The grid comes from flags or a YAML file (configs/*.yaml; keys = the fields of `SweepConfig`).
+- Every cell is resolved in the parent first (bad names, overrides and missing datasets fail the
+  whole sweep at once, with one line); cells already stored with the same config hash are skipped.
+- Executors: ``local`` = a process pool (spawn context, one worker per core by default, one torch
+  thread per worker); ``slurm`` = submitit's AutoExecutor with a job array (``map_array``);
+  ``submitit-local`` = the same submitit path with its LocalExecutor (used by the tests; it runs all
+  jobs at once, so it is not the local default).
+- Robustness: a cell that raises is recorded in <results>/failures/<cell-id>.json and the others go
+  on; results are written atomically (bench.results), so Ctrl-C or kill -9 loses only the cells that
+  were running, and a rerun of the same command resumes (trainers resume from their checkpoints).
+  submitit reports a raised job as FINISHED: its failures are detected from ``result()`` raising.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import results as store
+from bench.errors import BadInput, DatasetError
+from bench.runner import CellOutcome, CellSpec, ResolvedCell, algorithm_path, resolve, run_cell_safely
+from bench.tasks import BULLET, SAFETY_GYMNASIUM, get_task, paper_tasks
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+#: Task-list aliases usable in YAML and --tasks.
+TASK_GROUPS = {
+    "paper": lambda: [t.name for t in paper_tasks()],
+    "bullet": lambda: [t.name for t in paper_tasks() if t.suite == BULLET],
+    "safety-gymnasium": lambda: [t.name for t in paper_tasks() if t.suite == SAFETY_GYMNASIUM],
+}
+
+
+@dataclass
+class SweepConfig:
+    """A grid and how to run it. YAML files in configs/ set these fields."""
+
+    #: Task names or groups ("paper" = the 29 tasks, "bullet", "safety-gymnasium").
+    tasks: list[str] = field(default_factory=lambda: ["BallCircle"])
+    algorithms: list[str] = field(default_factory=lambda: ["presa"])
+    #: Cost thresholds; empty = each task's own three (Bullet 10/20/40, Safety-Gymnasium 20/40/80; DSRL).
+    thresholds: list[float] = field(default_factory=list)
+    #: The field's seeds (DSRL/OSRL/TraC tables): 0, 10, 20.
+    seeds: list[int] = field(default_factory=lambda: [0, 10, 20])
+    profile: str = "quick"
+    #: Dataset directory (DSRL file naming) or file; None = the standard lookup.
+    dataset: str | None = None
+    labels_file: str | None = None
+    num_queries: int | None = None
+    device: str = "auto"
+    #: Overrides per algorithm name; "all" applies to every algorithm: {"presa": {"lr": 3e-4}}.
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executor: str = "local"
+    #: Local workers; None = the number of cores.
+    workers: int | None = None
+    #: submitit parameters (timeout_min, slurm_partition, gpus_per_node, cpus_per_task, slurm_array_parallelism...).
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+
+def load_sweep_config(path: Path | str) -> SweepConfig:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"sweep config {path} does not exist (see configs/*.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BadInput(f"sweep config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"sweep config {path} must be a mapping of SweepConfig fields")
+    known = {f.name for f in dataclasses.fields(SweepConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise BadInput(f"sweep config {path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    for key in ("tasks", "algorithms", "thresholds", "seeds"):
+        if key in raw and not isinstance(raw[key], list):
+            raw[key] = [raw[key]]
+    return SweepConfig(**raw)
+
+
+def task_names(entries: list[str]) -> list[str]:
+    names: list[str] = []
+    for entry in entries:
+        group = TASK_GROUPS.get(str(entry).lower())
+        for name in group() if group else [get_task(str(entry)).name]:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def expand(config: SweepConfig) -> list[CellSpec]:
+    """The grid's cells in a stable order (task, algorithm, threshold, seed); names validated."""
+    if not config.algorithms:
+        raise BadInput("the sweep has no algorithms")
+    if not config.seeds:
+        raise BadInput("the sweep has no seeds")
+    paths = {name: algorithm_path(name) for name in config.algorithms}
+    cells = []
+    for task_name in task_names(config.tasks):
+        task = get_task(task_name)
+        task.require_supported()
+        thresholds = [float(k) for k in config.thresholds] or list(task.thresholds)
+        for algo in config.algorithms:
+            overrides = {**config.overrides.get("all", {}), **config.overrides.get(algo, {})}
+            for threshold in thresholds:
+                for seed in config.seeds:
+                    cells.append(
+                        CellSpec(
+                            task=task.name,
+                            algorithm=algo,
+                            threshold=threshold,
+                            seed=int(seed),
+                            profile=config.profile,
+                            dataset=config.dataset,
+                            labels_file=config.labels_file,
+                            num_queries=config.num_queries,
+                            device=config.device,
+                            overrides=tuple(sorted(overrides.items())),
+                            algorithm_path=paths[algo],
+                        )
+                    )
+    return cells
+
+
+def check_datasets(tasks: list[str], dataset: str | None) -> None:
+    """Raise one BadInput naming every task without a dataset and how to build them."""
+    from bench.data import find_dataset
+
+    missing = []
+    for name in tasks:
+        try:
+            find_dataset(get_task(name), dataset)
+        except DatasetError:
+            missing.append(name)
+    if missing:
+        where = dataset or "$DSRL_DATASET_DIR (default ~/.dsrl/datasets) or bench/assets/datasets"
+        commands = "; ".join(f"presa-bench data collect --task {t}" for t in missing)
+        raise DatasetError(
+            f"missing dataset(s) for {len(missing)} task(s) in {where}: {', '.join(missing)}. "
+            f"Build them with: {commands} (or pass --dataset DIR holding DSRL's files)"
+        )
+
+
+@dataclass
+class PlannedCell:
+    spec: CellSpec
+    resolved: ResolvedCell
+    done: bool
+
+
+def plan(cells: list[CellSpec], results_dir: Path | str) -> list[PlannedCell]:
+    """Resolve every cell (config hash) and mark those already stored with the same hash."""
+    planned, seen = [], set()
+    for spec in cells:
+        cell = resolve(spec)
+        if cell.key.cell_id in seen:
+            continue
+        seen.add(cell.key.cell_id)
+        planned.append(PlannedCell(spec, cell, store.is_done(results_dir, cell.key, cell.config_hash)))
+    return planned
+
+
+@dataclass
+class SweepCounts:
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    running: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.skipped + self.failed
+
+
+@dataclass
+class SweepSummary:
+    counts: SweepCounts
+    outcomes: list[CellOutcome]
+    wall_seconds: float
+
+    @property
+    def failures(self) -> list[CellOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+UpdateFn = Callable[[SweepCounts], None]
+
+
+def execute_cell(spec: CellSpec, results_dir: str) -> CellOutcome:
+    """Worker entry point (process pool and submitit): one torch thread, failures recorded."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import bench  # noqa: F401  (compat patches in a fresh process)
+
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    return run_cell_safely(spec, results_dir)
+
+
+def _init_worker() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+
+def _run_local(todo: list[PlannedCell], results_dir: Path, workers: int, counts: SweepCounts, update: UpdateFn) -> list[CellOutcome]:
+    import multiprocessing as mp
+
+    outcomes: list[CellOutcome] = []
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+    futures: dict[Future, PlannedCell] = {pool.submit(execute_cell, p.spec, str(results_dir)): p for p in todo}
+    try:
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in finished:
+                planned = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS (BrokenProcessPool)
+                    message = f"{type(exc).__name__}: {exc}"
+                    store.write_failure(results_dir, planned.resolved.key, message)
+                    outcome = CellOutcome(planned.resolved.key.cell_id, "failed", error=message)
+                outcomes.append(outcome)
+                _count(counts, outcome)
+            counts.running = sum(1 for f in pending if f.running())
+            update(counts)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return outcomes
+
+
+def _run_submitit(
+    todo: list[PlannedCell], results_dir: Path, cluster: str | None, params: dict[str, Any], counts: SweepCounts, update: UpdateFn
+) -> list[CellOutcome]:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=results_dir / "submitit" / "%j", cluster=cluster)
+    if params:
+        executor.update_parameters(**params)
+    specs = [p.spec for p in todo]
+    jobs = executor.map_array(execute_cell, specs, [str(results_dir)] * len(specs))
+    outcomes: list[CellOutcome] = []
+    pending = dict(zip(jobs, todo))
+    while pending:
+        for job in [j for j in pending if j.done()]:
+            planned = pending.pop(job)
+            try:
+                outcome = job.result()
+            except Exception as exc:  # noqa: BLE001 - FailedJobError, timeouts, preemption
+                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+                store.write_failure(results_dir, planned.resolved.key, message, str(exc))
+                outcome = CellOutcome(planned.resolved.key.cell_id, "failed", error=message)
+            outcomes.append(outcome)
+            _count(counts, outcome)
+        counts.running = sum(1 for j in pending if j.state == "RUNNING")
+        update(counts)
+        if pending:
+            time.sleep(0.5)
+    return outcomes
+
+
+def _count(counts: SweepCounts, outcome: CellOutcome) -> None:
+    if outcome.status == "failed":
+        counts.failed += 1
+    elif outcome.status == "skipped":
+        counts.skipped += 1
+    else:
+        counts.done += 1
+
+
+def run_sweep(
+    config: SweepConfig,
+    results_dir: Path | str = "results",
+    *,
+    cells: list[CellSpec] | None = None,
+    update: UpdateFn | None = None,
+) -> SweepSummary:
+    """Run the grid of ``config`` (or the given cells); returns counts and per-cell outcomes."""
+    if config.executor not in EXECUTORS:
+        raise BadInput(f"unknown executor '{config.executor}': choose {', '.join(EXECUTORS)}")
+    started = time.perf_counter()
+    results_dir = Path(results_dir)
+    cells = cells if cells is not None else expand(config)
+    check_datasets(sorted({c.task for c in cells}), config.dataset)
+    store.remove_stale_temp_files(results_dir)
+    planned = plan(cells, results_dir)
+    counts = SweepCounts(total=len(planned), skipped=sum(p.done for p in planned))
+    outcomes = [CellOutcome(p.resolved.key.cell_id, "skipped", store.cell_path(results_dir, p.resolved.key)) for p in planned if p.done]
+    todo = [p for p in planned if not p.done]
+    update = update or (lambda counts: None)
+    update(counts)
+    if todo:
+        if config.executor == "local":
+            workers = config.workers or os.cpu_count() or 1
+            if workers < 1:
+                raise BadInput("--workers must be >= 1")
+            outcomes += _run_local(todo, results_dir, min(workers, len(todo)), counts, update)
+        else:
+            cluster = "local" if config.executor == "submitit-local" else "slurm"
+            outcomes += _run_submitit(todo, results_dir, cluster, dict(config.slurm), counts, update)
+    return SweepSummary(counts, outcomes, time.perf_counter() - started)
