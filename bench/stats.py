@@ -1,0 +1,141 @@
+"""Aggregate statistics over a runs x tasks score matrix, following rliable's definitions.
+
+rliable 1.2.0 does not import with pandas 3.0.x (its dependency ``arch`` calls a pandas internal
+whose signature changed; see docs/install.md), so the few functions presa-bench needs are written
+here in numpy, with rliable's (Agarwal et al., NeurIPS 2021) definitions:
+
+- IQM = interquartile mean = 25%-trimmed mean of ALL scores pooled over runs and tasks
+  (rliable.metrics.aggregate_iqm = scipy.stats.trim_mean(scores, 0.25, axis=None)).
+- Stratified bootstrap: each replicate resamples runs with replacement independently WITHIN each
+  task (rliable.library.StratifiedBootstrap); the CI is the percentile interval of the replicates
+  (rliable's default method), 95% by default.
+- Probability of improvement P(X > Y) = mean over tasks of the Mann-Whitney U statistic / (n m),
+  i.e. the fraction of (run of X, run of Y) pairs where X scores higher, ties counting 1/2
+  (rliable.metrics.probability_of_improvement); its CI resamples X's and Y's runs independently
+  within each task (rliable's StratifiedIndependentBootstrap).
+
+Scores may be a (runs, tasks) array or a list of per-task 1-D arrays (tasks may have different
+numbers of runs, e.g. when some cells failed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+#: rliable's default is 50,000 replicates (about 27 s on a 10x5 matrix here); reports default lower.
+DEFAULT_REPS = 2_000
+TRIM = 0.25
+
+Scores = np.ndarray | Sequence[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its confidence interval."""
+
+    point: float
+    low: float
+    high: float
+
+
+def _per_task(scores: Scores) -> list[np.ndarray]:
+    if isinstance(scores, np.ndarray):
+        if scores.ndim != 2:
+            raise ValueError("a score matrix must be 2-D: (runs, tasks)")
+        columns = [scores[:, t] for t in range(scores.shape[1])]
+    else:
+        columns = [np.asarray(s, float).ravel() for s in scores]
+    if not columns or any(len(c) == 0 for c in columns):
+        raise ValueError("every task needs at least one run")
+    return [np.asarray(c, float) for c in columns]
+
+
+def trimmed_mean(values: np.ndarray, proportion: float = TRIM, axis: int = -1) -> np.ndarray:
+    """scipy.stats.trim_mean: sort, drop int(proportion * n) values at each end, average the rest."""
+    values = np.sort(np.asarray(values, float), axis=axis)
+    n = values.shape[axis]
+    cut = int(proportion * n)
+    kept = np.take(values, np.arange(cut, n - cut), axis=axis)
+    return kept.mean(axis=axis)
+
+
+def iqm(scores: Scores) -> float:
+    """Interquartile mean of all scores pooled over runs and tasks."""
+    return float(trimmed_mean(np.concatenate(_per_task(scores))))
+
+
+def mean(scores: Scores) -> float:
+    return float(np.concatenate(_per_task(scores)).mean())
+
+
+def _pooled_replicates(columns: list[np.ndarray], reps: int, rng: np.random.Generator) -> np.ndarray:
+    """(reps, total runs) matrix: each replicate resamples every task's runs within that task."""
+    parts = []
+    for column in columns:
+        idx = rng.integers(0, len(column), size=(reps, len(column)))
+        parts.append(column[idx])
+    return np.concatenate(parts, axis=1)
+
+
+def _percentile_interval(point: float, replicates: np.ndarray, confidence: float) -> Interval:
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)])
+    return Interval(float(point), float(low), float(high))
+
+
+def stratified_bootstrap_ci(
+    scores: Scores,
+    statistic: str = "iqm",
+    reps: int = DEFAULT_REPS,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Point estimate and percentile CI of ``statistic`` ("iqm" or "mean") under the stratified bootstrap."""
+    columns = _per_task(scores)
+    pooled: Callable[[np.ndarray], np.ndarray]
+    if statistic == "iqm":
+        pooled = lambda m: trimmed_mean(m, TRIM, axis=1)  # noqa: E731
+        point = iqm(columns)
+    elif statistic == "mean":
+        pooled = lambda m: m.mean(axis=1)  # noqa: E731
+        point = mean(columns)
+    else:
+        raise ValueError(f"unknown statistic '{statistic}': use iqm or mean")
+    rng = np.random.default_rng(seed)
+    replicates = []
+    chunk = max(1, min(reps, 5_000_000 // max(1, sum(len(c) for c in columns))))
+    for start in range(0, reps, chunk):
+        replicates.append(pooled(_pooled_replicates(columns, min(chunk, reps - start), rng)))
+    return _percentile_interval(point, np.concatenate(replicates), confidence)
+
+
+def _pairwise_greater(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Fraction of pairs with x > y (ties 1/2) over the last two broadcast axes: U / (n m)."""
+    diff = x[..., :, None] - y[..., None, :]
+    return ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(-2, -1))
+
+
+def probability_of_improvement(x: Scores, y: Scores) -> float:
+    """P(X > Y): per task the Mann-Whitney U / (n m) of X's runs against Y's, averaged over tasks."""
+    xs, ys = _per_task(x), _per_task(y)
+    if len(xs) != len(ys):
+        raise ValueError(f"X has {len(xs)} tasks but Y has {len(ys)}")
+    return float(np.mean([_pairwise_greater(a, b) for a, b in zip(xs, ys)]))
+
+
+def probability_of_improvement_ci(
+    x: Scores, y: Scores, reps: int = DEFAULT_REPS, confidence: float = 0.95, seed: int = 0
+) -> Interval:
+    """P(X > Y) with a CI from resampling X's and Y's runs independently within each task."""
+    xs, ys = _per_task(x), _per_task(y)
+    point = probability_of_improvement(xs, ys)
+    rng = np.random.default_rng(seed)
+    per_task = []
+    for a, b in zip(xs, ys):
+        ra = a[rng.integers(0, len(a), size=(reps, len(a)))]
+        rb = b[rng.integers(0, len(b), size=(reps, len(b)))]
+        per_task.append(_pairwise_greater(ra, rb))
+    return _percentile_interval(point, np.mean(per_task, axis=0), confidence)
