@@ -606,9 +606,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
     from bench.data import write_dsrl_hdf5
 
     t0 = time.perf_counter()
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_json({"task": cfg.task.name, "seed": cfg.seed, "budget": asdict(cfg.budget),
-                  "steps_per_run": cfg.steps_per_run}, cfg.work_dir / "config.json")
+    _claim_work_dir(cfg)
 
     specs = _run_specs(cfg)
     if on_stage is not None:
@@ -703,6 +701,22 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
     card_path = path.with_suffix(".json")
     _atomic_json(card, card_path)
     return CollectResult(path=path, card_path=card_path, card=card)
+
+
+def _claim_work_dir(cfg: CollectConfig) -> None:
+    """Create the work directory, or check that its saved work was made with the same budget."""
+    config = json.loads(json.dumps({"task": cfg.task.name, "seed": cfg.seed, "budget": asdict(cfg.budget),
+                                    "steps_per_run": cfg.steps_per_run}))
+    path = cfg.work_dir / "config.json"
+    if path.is_file():
+        if json.loads(path.read_text()) != config:
+            raise BadInput(
+                f"{cfg.work_dir} holds work of a different budget (the profile changed since it was "
+                "saved): delete that directory to start again"
+            )
+        return
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_json(config, path)
 
 
 def _saved_steps(spec: RunSpec) -> int:

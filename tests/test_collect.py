@@ -166,3 +166,11 @@ def test_shipped_dataset_covers_every_cost_band(name: str) -> None:
     span = task.max_episode_reward - task.min_episode_reward
     assert (safe.max() - safe.min()) / span > 0.5
     assert files[0].stat().st_size < 15e6
+
+
+def test_work_of_another_budget_is_not_reused(smoke) -> None:
+    cfg, _, _ = smoke
+    changed = replace(cfg, budget=replace(cfg.budget, noise_stds=(0.0, 0.3)))
+    assert changed.work_dir == cfg.work_dir
+    with pytest.raises(BadInput, match="different budget"):
+        collect(changed)
