@@ -99,12 +99,21 @@ def parse_overrides(pairs: list[str] | tuple[str, ...] | None) -> tuple[tuple[st
         key = key.strip()
         if not sep or not key:
             raise BadInput(f"bad --set '{pair}': expected key=value, e.g. --set lr=3e-4")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        out[key] = value
+        out[key] = _parse_value(raw.strip(), yaml)
     return tuple(sorted(out.items()))
+
+
+def _parse_value(raw: str, yaml: Any) -> Any:
+    # YAML 1.1 reads "3e-4" as a string; numbers are tried first so that lr=3e-4 is a float.
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
 
 
 def resolve_device(device: str) -> str:

@@ -6,8 +6,8 @@ logs through spec.log, evaluates through spec.evaluate every profile.eval_every 
 online-selected best policy, and checkpoints every profile.checkpoint_every steps into
 spec.checkpoint_dir (atomically) and resumes from there with identical numbers.
 
-Overrides (``--set``): lr, fail_at_step (raise at that step: a failing cell), sleep (seconds per
-step: a slow cell for kill tests).
+Overrides (``--set``): lr, fail_at_step / fail_seed (a failing cell), sleep (seconds per step: a
+slow cell for kill tests).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class LinearBCConfig:
     steps: int = 300
     #: Raise RuntimeError at this step (-1 = never): simulates a crashing cell.
     fail_at_step: int = -1
+    #: Raise RuntimeError at the first step when the cell's seed is this (-1 = never): one failing cell of a grid.
+    fail_seed: int = -1
     #: Sleep this long per step: makes a cell slow enough to be killed mid-run.
     sleep: float = 0.0
 
@@ -94,8 +96,8 @@ class LinearBC(Algorithm):
         scale = 1.0 / (np.abs(x).max(axis=0) ** 2 + 1.0)  # per-feature step sizes keep GD stable
         profile = spec.profile
         while step < config.steps:
-            if step == config.fail_at_step:
-                raise RuntimeError(f"linear-bc was told to fail at step {step}")
+            if step == config.fail_at_step or spec.seed == config.fail_seed:
+                raise RuntimeError(f"linear-bc was told to fail (seed {spec.seed}, step {step})")
             residual = x @ weights - target
             grad = x.T @ residual / len(x)
             weights = weights - config.lr * scale[:, None] * grad

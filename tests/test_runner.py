@@ -1,0 +1,142 @@
+"""One cell end to end (smoke profile, real simulator, test-only LinearBC) and the `run` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import _sim_data
+import bench  # noqa: F401
+from bench import results as store
+from bench.cli import app, main
+from bench.errors import BadInput
+from bench.feedback import FeedbackView
+from bench.runner import CellSpec, parse_overrides, resolve, run_cell
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _test_algorithms(monkeypatch):
+    _sim_data.register(monkeypatch)
+
+
+def spec(dataset, **kw) -> CellSpec:
+    base = dict(task="BallRun", algorithm="linear-bc", threshold=20.0, seed=0, profile="smoke", dataset=str(dataset), device="cpu")
+    return CellSpec(**{**base, **kw})
+
+
+def test_run_cell_stores_evaluated_cell_and_skips_rerun(sim_dataset_path, tmp_path):
+    outcome = run_cell(spec(sim_dataset_path), tmp_path)
+    assert outcome.status == "done" and outcome.path.is_file()
+    frame = store.load_results(tmp_path)
+    final = frame[frame["checkpoint"] == "final"]
+    assert len(final) == 4  # the smoke profile's eval_episodes
+    assert final["length"].eq(100).all()  # real BallRun episodes
+    assert final["normalized_reward"].mean() == pytest.approx(outcome.summary["final"]["normalized_reward"])
+    assert frame["steps"].iloc[0] == 300 and frame["dataset_path"].iloc[0] == str(sim_dataset_path)
+    assert frame["feedback"].iloc[0] == "none"
+    again = run_cell(spec(sim_dataset_path), tmp_path)
+    assert again.status == "skipped"
+    changed = run_cell(spec(sim_dataset_path, overrides=(("lr", 0.1),)), tmp_path)
+    assert changed.status == "done", "a different config must not be skipped"
+
+
+def test_same_seed_same_numbers_other_seed_differs(sim_dataset_path, tmp_path):
+    a = run_cell(spec(sim_dataset_path), tmp_path / "a")
+    b = run_cell(spec(sim_dataset_path), tmp_path / "b")
+    c = run_cell(spec(sim_dataset_path, seed=1), tmp_path / "c")
+    assert a.summary == b.summary
+    assert a.summary["final"]["reward"] != c.summary["final"]["reward"]
+
+
+def test_killed_run_resumes_to_identical_numbers(sim_dataset_path, tmp_path):
+    uninterrupted = run_cell(spec(sim_dataset_path), tmp_path / "full")
+
+    def die(step, metrics):
+        if step == 150:  # after the checkpoint at step 100
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(spec(sim_dataset_path), tmp_path / "killed", on_log=die)
+    cell = resolve(spec(sim_dataset_path))
+    assert (store.checkpoint_dir(tmp_path / "killed", cell.key) / "linear_bc.npz").is_file()
+    assert not store.cell_path(tmp_path / "killed", cell.key).exists()
+    seen = []
+    resumed = run_cell(spec(sim_dataset_path), tmp_path / "killed", on_log=lambda s, m: seen.append(s))
+    assert seen[0] == 150, "the trainer must resume from the step-100 checkpoint"
+    assert resumed.summary == uninterrupted.summary
+
+
+def test_stale_checkpoint_of_another_config_is_discarded(sim_dataset_path, tmp_path):
+    def die(step, metrics):
+        if step == 150:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(spec(sim_dataset_path, overrides=(("lr", 0.1),)), tmp_path, on_log=die)
+    seen = []
+    run_cell(spec(sim_dataset_path), tmp_path, on_log=lambda s, m: seen.append(s))
+    assert seen[0] == 50, "a checkpoint of another config must never be resumed"
+
+
+def test_feedback_learner_gets_feedback_not_ground_truth(sim_dataset_path, tmp_path, monkeypatch):
+    import bench.feedback
+
+    calls = []
+
+    def fake_feedback_for_run(task, dataset, threshold, seed, num_queries, cache_dir, labels_file=None, **kw):
+        calls.append(dict(task=task.name, threshold=threshold, seed=seed, num_queries=num_queries, cache_dir=cache_dir, labels_file=labels_file, kw=kw))
+        pairs = np.zeros((num_queries, 2), np.int64)
+        return FeedbackView(20, pairs, pairs, np.zeros(num_queries, np.float32), pairs[:, 0], pairs[:, 0],
+                            np.ones(num_queries, np.float32), provenance={"source": "fake"})
+
+    monkeypatch.setattr(bench.feedback, "feedback_for_run", fake_feedback_for_run, raising=False)
+    outcome = run_cell(spec(sim_dataset_path, algorithm="linear-bc-fb", num_queries=7, overrides=(("feedback.noise", 0.1),)), tmp_path)
+    assert outcome.status == "done"
+    assert calls == [dict(task="BallRun", threshold=20.0, seed=0, num_queries=7, cache_dir=tmp_path / "feedback", labels_file=None, kw={"noise": 0.1})]
+    frame = store.load_results(tmp_path)
+    assert frame["feedback"].iloc[0].startswith("q7-")
+    assert '"source":"fake"' in frame["feedback_provenance_json"].iloc[0]
+    assert '"num_pairs":7' in frame["info_json"].iloc[0]
+
+
+def test_defaults_middle_threshold_and_bad_inputs(sim_dataset_path):
+    cell = resolve(CellSpec(task="BallRun", algorithm="linear-bc", dataset=str(sim_dataset_path)))
+    assert cell.threshold == 20.0 and cell.profile.name == "quick"
+    with pytest.raises(BadInput, match="key=value"):
+        parse_overrides(["lr"])
+    assert parse_overrides(["b=[1, 2]", "a=3e-4", "c=true"]) == (("a", 3e-4), ("b", [1, 2]), ("c", True))
+    with pytest.raises(BadInput, match="unknown algorithm"):
+        resolve(CellSpec(task="BallRun", algorithm="nope", dataset=str(sim_dataset_path)))
+    with pytest.raises(BadInput, match="labels file"):
+        resolve(CellSpec(task="BallRun", algorithm="linear-bc-fb", dataset=str(sim_dataset_path), labels_file="/no/such.json"))
+
+
+def test_cli_run_smoke_prints_result_table(sim_dataset_path, tmp_path):
+    args = ["run", "--task", "BallRun", "--algo", "linear-bc", "--profile", "smoke", "--dataset", str(sim_dataset_path),
+            "--results", str(tmp_path), "--device", "cpu", "--seed", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "norm. reward" in result.output and "final" in result.output and "steps/s" in result.output
+    assert list((tmp_path / "cells").glob("BallRun__linear-bc__k20__s3__smoke__none.parquet"))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "already stored" in again.output
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--task", "BallCirle"], "did you mean BallCircle"),
+        (["run", "--task", "BallRun", "--algo", "linear-bc", "--set", "nosuchfield=1"], "unknown override"),
+        (["run", "--task", "BallRun", "--algo", "linear-bc", "--threshold", "-1"], "negative"),
+        (["run", "--task", "BallRun", "--algo", "linear-bc", "--profile", "huge"], "unknown profile"),
+        (["run", "--task", "BallRun", "--algo", "linear-bc", "--device", "tpu"], "unknown device"),
+    ],
+)
+def test_cli_run_bad_input_exit_2_one_line(sim_dataset_path, tmp_path, capsys, argv, message):
+    code = main(argv + ["--dataset", str(sim_dataset_path), "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err
