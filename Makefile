@@ -40,3 +40,20 @@ lock:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- Benchmark harness (bench/sweep.py, bench/report.py; docs/harness.md) ----
+# `make reproduce-paper PROFILE=paper EXECUTOR=slurm` (cluster), PROFILE=bullet (8 Bullet tasks, one
+# 2-core machine overnight) or PROFILE=smoke (minutes). Reruns resume: finished cells are skipped.
+REPRO_RESULTS ?= results/$(PROFILE)
+EXECUTOR ?=
+SWEEP_FLAGS ?=
+.PHONY: reproduce-paper
+
+reproduce-paper: install
+	$(BIN)/presa-bench sweep --config configs/$(PROFILE).yaml --results $(REPRO_RESULTS) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(SWEEP_FLAGS)
+	$(BIN)/presa-bench report --results $(REPRO_RESULTS) --out $(REPRO_RESULTS)/report
+
+# `make sweep-NAME` runs configs/NAME.yaml into results/NAME and reports it, e.g. make sweep-ballcircle.
+sweep-%: install
+	$(BIN)/presa-bench sweep --config configs/$*.yaml --results results/$* $(if $(EXECUTOR),--executor $(EXECUTOR)) $(SWEEP_FLAGS)
+	$(BIN)/presa-bench report --results results/$* --out results/$*/report

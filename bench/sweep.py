@@ -281,6 +281,52 @@ def _count(counts: SweepCounts, outcome: CellOutcome) -> None:
         counts.done += 1
 
 
+@dataclass
+class PreparedSweep:
+    """A validated, resolved grid: what is already done and what is left to run."""
+
+    config: SweepConfig
+    results_dir: Path
+    planned: list[PlannedCell]
+
+    @property
+    def todo(self) -> list[PlannedCell]:
+        return [p for p in self.planned if not p.done]
+
+
+def prepare_sweep(config: SweepConfig, results_dir: Path | str = "results", cells: list[CellSpec] | None = None) -> PreparedSweep:
+    """Validate everything before anything runs: executor, names, overrides, datasets; plan the cells."""
+    if config.executor not in EXECUTORS:
+        raise BadInput(f"unknown executor '{config.executor}': choose {', '.join(EXECUTORS)}")
+    if config.workers is not None and config.workers < 1:
+        raise BadInput("--workers must be >= 1")
+    results_dir = Path(results_dir)
+    cells = cells if cells is not None else expand(config)
+    check_datasets(sorted({c.task for c in cells}), config.dataset)
+    store.remove_stale_temp_files(results_dir)
+    return PreparedSweep(config, results_dir, plan(cells, results_dir))
+
+
+def execute_sweep(prepared: PreparedSweep, update: UpdateFn | None = None) -> SweepSummary:
+    """Run the cells left to run; finished ones are counted as skipped."""
+    started = time.perf_counter()
+    config, results_dir = prepared.config, prepared.results_dir
+    planned = prepared.planned
+    counts = SweepCounts(total=len(planned), skipped=sum(p.done for p in planned))
+    outcomes = [CellOutcome(p.resolved.key.cell_id, "skipped", store.cell_path(results_dir, p.resolved.key)) for p in planned if p.done]
+    todo = prepared.todo
+    update = update or (lambda counts: None)
+    update(counts)
+    if todo:
+        if config.executor == "local":
+            workers = config.workers or os.cpu_count() or 1
+            outcomes += _run_local(todo, results_dir, min(workers, len(todo)), counts, update)
+        else:
+            cluster = "local" if config.executor == "submitit-local" else "slurm"
+            outcomes += _run_submitit(todo, results_dir, cluster, dict(config.slurm), counts, update)
+    return SweepSummary(counts, outcomes, time.perf_counter() - started)
+
+
 def run_sweep(
     config: SweepConfig,
     results_dir: Path | str = "results",
@@ -288,27 +334,5 @@ def run_sweep(
     cells: list[CellSpec] | None = None,
     update: UpdateFn | None = None,
 ) -> SweepSummary:
-    """Run the grid of ``config`` (or the given cells); returns counts and per-cell outcomes."""
-    if config.executor not in EXECUTORS:
-        raise BadInput(f"unknown executor '{config.executor}': choose {', '.join(EXECUTORS)}")
-    started = time.perf_counter()
-    results_dir = Path(results_dir)
-    cells = cells if cells is not None else expand(config)
-    check_datasets(sorted({c.task for c in cells}), config.dataset)
-    store.remove_stale_temp_files(results_dir)
-    planned = plan(cells, results_dir)
-    counts = SweepCounts(total=len(planned), skipped=sum(p.done for p in planned))
-    outcomes = [CellOutcome(p.resolved.key.cell_id, "skipped", store.cell_path(results_dir, p.resolved.key)) for p in planned if p.done]
-    todo = [p for p in planned if not p.done]
-    update = update or (lambda counts: None)
-    update(counts)
-    if todo:
-        if config.executor == "local":
-            workers = config.workers or os.cpu_count() or 1
-            if workers < 1:
-                raise BadInput("--workers must be >= 1")
-            outcomes += _run_local(todo, results_dir, min(workers, len(todo)), counts, update)
-        else:
-            cluster = "local" if config.executor == "submitit-local" else "slurm"
-            outcomes += _run_submitit(todo, results_dir, cluster, dict(config.slurm), counts, update)
-    return SweepSummary(counts, outcomes, time.perf_counter() - started)
+    """Prepare and execute the grid of ``config`` (or the given cells)."""
+    return execute_sweep(prepare_sweep(config, results_dir, cells), update)

@@ -90,15 +90,14 @@ def register(app: typer.Typer) -> None:
                 cfg.slurm[name] = value
 
         out = console()
-        cells = sweeps.expand(cfg)
+        prepared = sweeps.prepare_sweep(cfg, results)
         if dry_run:
-            sweeps.check_datasets(sorted({c.task for c in cells}), cfg.dataset)
-            planned = sweeps.plan(cells, results)
-            for p in planned:
+            for p in prepared.planned:
                 out.print(f"{'done ' if p.done else 'todo '} {p.resolved.key.cell_id}")
-            out.print(f"{len(planned)} cells, {sum(p.done for p in planned)} done")
+            out.print(f"{len(prepared.planned)} cells, {len(prepared.planned) - len(prepared.todo)} done")
             return
-        out.print(f"sweep: {len(cells)} cells ({cfg.profile} profile, {cfg.executor} executor) -> {results}")
+        total = len(prepared.planned)
+        out.print(f"sweep: {total} cells ({cfg.profile} profile, {cfg.executor} executor) -> {results}")
         progress = Progress(
             TextColumn("[bold]cells"),
             BarColumn(),
@@ -108,7 +107,7 @@ def register(app: typer.Typer) -> None:
             console=console(stderr=True),
         )
         with progress:
-            bar = progress.add_task("cells", total=len(cells), status="")
+            bar = progress.add_task("cells", total=total, status="")
 
             def update(counts: sweeps.SweepCounts) -> None:
                 progress.update(
@@ -118,7 +117,7 @@ def register(app: typer.Typer) -> None:
                     status=f"done {counts.done}  running {counts.running}  [red]failed {counts.failed}[/]  skipped {counts.skipped}",
                 )
 
-            summary = sweeps.run_sweep(cfg, results, cells=cells, update=update)
+            summary = sweeps.execute_sweep(prepared, update)
         c = summary.counts
         out.print(
             f"{c.total} cells: {c.done} run, {c.skipped} already done, {c.failed} failed "
