@@ -237,6 +237,7 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     state_path = spec.run_dir / "state.pt"
     env = make_env(spec.task)
+
     class _QuietLogger(DummyLogger):  # fsrl prints "Early stop ... max kl" on most updates
         def print(self, *args: Any, **kwargs: Any) -> None:
             pass
@@ -274,6 +275,7 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
             policy.update_cost_limit(spec.cost_limit(steps))
             policy.train()
             stats = collector.collect(n_episode=spec.episodes_per_update)
+            # batch 512 and 4 passes: fsrl's OnpolicyAgent.learn defaults
             policy.pre_update_fn(stats_train=stats, batch_size=512, buffer=collector.buffer)
             policy.update(0, collector.buffer, batch_size=512, repeat=4)
             policy.post_update_fn(stats_train=stats)
