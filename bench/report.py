@@ -297,8 +297,8 @@ def plot_reward_cost(cells, out_dir: Path) -> list[Path]:  # type: ignore[no-unt
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(methods), bbox_to_anchor=(0.5, 1.04))
     fig.tight_layout()
+    fig.legend(handles, labels, loc="lower center", ncol=len(methods), bbox_to_anchor=(0.5, 1.0))
     paths = _save(fig, out_dir, "reward_vs_cost")
     plt.close(fig)
     return paths
@@ -381,6 +381,7 @@ def plot_aggregates(agg, out_dir: Path) -> list[Path]:  # type: ignore[no-untype
         err = np.vstack([point - agg[f"iqm_{short}_low"], agg[f"iqm_{short}_high"] - point])
         ax.errorbar(point, y, xerr=err, fmt="o", capsize=4)
         ax.set_yticks(y, agg["method"])
+        ax.invert_yaxis()
         ax.set_xlabel(label + " (95% stratified bootstrap CI)")
     axes[0, 1].axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
     if has_poi:
@@ -391,6 +392,7 @@ def plot_aggregates(agg, out_dir: Path) -> list[Path]:  # type: ignore[no-untype
         ax = axes[0, 2]
         ax.errorbar(point, yb, xerr=err, fmt="o", capsize=4)
         ax.set_yticks(yb, [f"{REFERENCE} vs {m}" for m in base["method"]])
+        ax.invert_yaxis()
         ax.axvline(0.5, color="gray", linestyle=":")
         ax.set_xlabel("P(reward of PreSa > baseline)")
     fig.tight_layout()
