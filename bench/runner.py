@@ -17,9 +17,10 @@ import random
 import shutil
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -170,7 +171,8 @@ def resolve(spec: CellSpec) -> ResolvedCell:
         raise BadInput(f"threshold {threshold:g} is negative: a cost threshold must be >= 0")
     path = spec.algorithm_path or algorithm_path(spec.algorithm)
     algorithm_cls = _load_class(path)
-    name = algorithm_cls.name if getattr(algorithm_cls, "name", None) else spec.algorithm
+    # The registry key names the cell: two keys may share one class (with different defaults).
+    name = spec.algorithm.strip().lower()
     dataset_path = find_dataset(task, spec.dataset)
     dataset_hash = store.file_hash(dataset_path)
     overrides = dict(spec.overrides)
@@ -277,15 +279,43 @@ def run_cell(
     ``on_log`` receives every spec.log(step, metrics) call (the CLI feeds a progress bar with it).
     Exceptions propagate; `run_cell_safely` records them instead.
     """
-    from bench.data import load_dataset
-    from bench.evaluation import evaluate_policy
-
     started = time.perf_counter()
     results_dir = Path(results_dir)
     cell = resolved or resolve(spec)
     if not force and store.is_done(results_dir, cell.key, cell.config_hash):
         return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
     device = resolve_device(spec.device)
+    with _cell_lock(results_dir, cell.key):
+        return _run_locked(cell, results_dir, device, force, on_log, started)
+
+
+@contextmanager
+def _cell_lock(results_dir: Path, key: store.CellKey) -> Iterator[None]:
+    """An exclusive lock per cell (flock: released by the OS even after kill -9), so that two
+    processes (e.g. two sweeps over one store) never train the same cell into one checkpoint."""
+    import fcntl
+
+    path = Path(results_dir) / store.CHECKPOINTS / f".{key.cell_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BenchError(f"cell {key.cell_id} is being run by another process; rerun when it is done") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_locked(
+    cell: ResolvedCell, results_dir: Path, device: str, force: bool, on_log: ProgressFn | None, started: float
+) -> CellOutcome:
+    from bench.data import load_dataset
+    from bench.evaluation import evaluate_policy
+
+    if not force and store.is_done(results_dir, cell.key, cell.config_hash):  # finished while we waited
+        return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
     dataset = load_dataset(cell.dataset_path, cell.task)
     feedback = _load_feedback(cell, dataset, results_dir) if cell.algorithm_cls.needs_feedback else None
     ckpt = store.checkpoint_dir(results_dir, cell.key)

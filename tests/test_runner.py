@@ -140,3 +140,18 @@ def test_cli_run_bad_input_exit_2_one_line(sim_dataset_path, tmp_path, capsys, a
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+def test_a_cell_running_elsewhere_is_not_trained_twice(sim_dataset_path, tmp_path):
+    import fcntl
+
+    from bench.errors import BenchError
+
+    cell = resolve(spec(sim_dataset_path))
+    lock = tmp_path / "checkpoints" / f".{cell.key.cell_id}.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # another process holds the cell
+        with pytest.raises(BenchError, match="another process"):
+            run_cell(spec(sim_dataset_path), tmp_path)
+    assert run_cell(spec(sim_dataset_path), tmp_path).status == "done"
