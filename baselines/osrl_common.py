@@ -1,0 +1,440 @@
+"""What every osrl-lib wrapper shares: data hand-over, configs, policies, the training loop.
+
+The wrappers call osrl-lib exactly the way OSRL's example scripts (examples/train/train_*.py of
+github.com/liuzuxin/OSRL) do -- ``seed_all(seed)``, build the model and trainer, a ``DataLoader``
+over OSRL's ``TransitionDataset``/``SequenceDataset``, ``trainer.train_one_step(next batch)`` -- so
+that the same seed, data and steps give the same parameters as the scripts (tests/test_baselines_osrl.py
+checks it). What differs, and why:
+
+- The data dict is built from bench's ``Dataset`` (the DSRL arrays) instead of ``env.get_dataset()``;
+  ``env.pre_process_data`` with the scripts' default arguments returns the episodes unchanged.
+- No wandb: a capturing logger stands in for OSRL's WandbLogger (its ``store`` calls become our
+  ``spec.log`` metrics).
+- ``DataLoader(num_workers=0)``: OSRL's datasets draw samples from numpy's global RNG, which forked
+  workers would each copy (duplicated batches, irreproducible order); in-process loading makes a
+  run reproducible and resumable from the saved RNG state.
+- Evaluation is the benchmark's (bench.evaluation, raw env rewards); OSRL's own ``trainer.evaluate``
+  (reward-scaled env) is never called. Policies are batched and deterministic.
+- The training loop checkpoints everything that changes (model, optimizers, schedulers, plain
+  tensors such as CPQ's ``log_alpha``, BCQ-Lag's PID controller, RNG states, curve, best policy) so
+  that a killed run resumes to the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+import bench  # noqa: F401  (compat patches before dsrl/osrl/fsrl)
+from bench.errors import BadInput
+from bench.interfaces import TrainOutput, TrainSpec
+from bench.tasks import Task
+
+log = logging.getLogger("baselines")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence osrl-lib's prints and tqdm bars (dataset processing), which go to stdout/stderr."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def import_osrl() -> Any:
+    """Import osrl (after bench.compat's wandb stub), hiding its "OApackage is not installed" print.
+
+    oapackage is needed only by ``bc_mode="frontier"`` (not offered here); CDT itself works without it.
+    """
+    with quiet():
+        import osrl.algorithms  # noqa: F401
+        import osrl.common  # noqa: F401
+    import osrl
+
+    return osrl
+
+
+# ----------------------------------------------------------------------------------------- data
+def dsrl_data_dict(
+    observations: np.ndarray,
+    next_observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    costs: np.ndarray,
+    terminals: np.ndarray,
+    timeouts: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The dict ``env.get_dataset()`` returns (DSRL keys and dtypes), as fresh copies: osrl mutates it."""
+    return {
+        "observations": np.array(observations, np.float32),
+        "next_observations": np.array(next_observations, np.float32),
+        "actions": np.array(actions, np.float32),
+        "rewards": np.array(rewards, np.float32),
+        "costs": np.array(costs, np.float32),
+        "terminals": np.array(terminals, bool),
+        "timeouts": np.array(timeouts, bool),
+    }
+
+
+def ground_truth_dict(name: str, inputs: Any) -> dict[str, np.ndarray]:
+    """The DSRL data dict of a ground-truth baseline's dataset (reward and cost from the simulator)."""
+    dataset = inputs.dataset
+    if dataset is None:
+        raise BadInput(
+            f"{name} is a ground-truth baseline and needs the dataset's reward and cost "
+            "(TrainInputs.dataset); run it through `presa-bench run`, which passes them"
+        )
+    return dsrl_data_dict(
+        dataset.observations, dataset.next_observations, dataset.actions, dataset.rewards,
+        dataset.costs, dataset.terminals, dataset.timeouts,
+    )
+
+
+def max_action(task: Task) -> float:
+    """The action bound OSRL passes as ``max_action`` (``env.action_space.high[0]``)."""
+    from bench.envs import make_env
+
+    env = make_env(task)
+    try:
+        return float(env.action_space.high[0])
+    finally:
+        env.close()
+
+
+# -------------------------------------------------------------------------------------- configs
+def apply_overrides(config: Any, overrides: dict[str, Any], algo: str, skip_prefixes: tuple[str, ...] = ()) -> Any:
+    """Set config fields from ``--set key=value`` overrides, coercing to the field's type; unknown keys are BadInput."""
+    names = {f.name for f in dataclasses.fields(config)}
+    for key, value in overrides.items():
+        if any(key.startswith(p) for p in skip_prefixes):
+            continue
+        if key not in names:
+            raise BadInput(f"unknown setting '{key}' for {algo}; known settings: {', '.join(sorted(names))}")
+        setattr(config, key, _coerce(getattr(config, key), value, key, algo))
+    return config
+
+
+def _coerce(current: Any, value: Any, key: str, algo: str) -> Any:
+    if current is None or value is None:
+        return value
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if isinstance(current, int):
+            number = float(value)
+            if number != int(number):
+                raise ValueError(value)
+            return int(number)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, (list, tuple)):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
+            return type(current)(value)
+        if isinstance(current, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise BadInput(
+            f"setting '{key}' of {algo} got {value!r}, expected a value like {current!r}"
+        ) from None
+    return value
+
+
+def resolve_steps(config: Any, spec: TrainSpec, algo: str, gpu_note: str) -> tuple[int, str]:
+    """Gradient steps of this run and a note saying why if it is fewer than planned.
+
+    OSRL trains 100k updates; the paper profile's train_steps is also 100k, so ``update_steps``
+    defaults to ``spec.profile.train_steps`` (same budget at the paper profile, scaled down in the
+    smaller profiles). ``cpu_max_steps`` caps a run on CPU for the algorithms whose full budget needs
+    a GPU (measured speeds in docs/baselines.md); the cap is reported, never silent.
+    """
+    planned = int(config.update_steps if config.update_steps is not None else spec.profile.train_steps)
+    if planned < 1:
+        raise BadInput(f"{algo}: update_steps must be >= 1 (got {planned})")
+    cap = getattr(config, "cpu_max_steps", None)
+    if cap is not None and not str(spec.device).startswith("cuda") and planned > cap:
+        note = (
+            f"{algo}: {planned} steps need a GPU ({gpu_note}); running {cap} steps on CPU "
+            "(set cpu_max_steps=null to run the full budget anyway)"
+        )
+        log.warning(note)
+        return int(cap), note
+    return planned, ""
+
+
+# ------------------------------------------------------------------------------------- policies
+class TorchPolicy:
+    """A deterministic batched policy around frozen copies of some modules of an OSRL model.
+
+    ``forward(modules, obs_tensor) -> action_tensor`` says how the algorithm acts (e.g. BCQ-Lag:
+    actor(obs, vae.decode(obs, z=0))). The copies are in eval mode (no dropout) and never trained.
+    """
+
+    def __init__(self, modules: dict[str, Any], forward: Callable[[dict[str, Any], Any], Any], device: str = "cpu") -> None:
+        self.modules = {k: copy.deepcopy(m).eval() for k, m in modules.items()}
+        self.forward = forward
+        self.device = device
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            obs = torch.as_tensor(np.asarray(observations, np.float32), device=self.device)
+            actions = self.forward(self.modules, obs)
+        return actions.detach().cpu().numpy().astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: m.state_dict() for k, m in self.modules.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(state[k])
+
+
+# --------------------------------------------------------------------------------- train state
+def _pid_type() -> type:
+    from osrl.common.net import LagrangianPIDController
+
+    return LagrangianPIDController
+
+
+def capture_state(model: Any, trainer: Any) -> dict[str, Any]:
+    """Everything that training changes in an OSRL model + trainer, as tensors/plain values."""
+    import torch
+    from torch.optim.lr_scheduler import LRScheduler
+
+    pid = _pid_type()
+    state: dict[str, Any] = {"model": model.state_dict(), "optimizers": {}, "schedulers": {}, "tensors": {}, "objects": {}}
+    for owner_name, owner in (("model", model), ("trainer", trainer)):
+        for attr, value in vars(owner).items():
+            key = f"{owner_name}.{attr}"
+            if isinstance(value, torch.optim.Optimizer):
+                state["optimizers"][key] = value.state_dict()
+            elif isinstance(value, LRScheduler):
+                state["schedulers"][key] = value.state_dict()
+            elif isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+                state["tensors"][key] = value.detach().clone()
+            elif isinstance(value, pid):
+                state["objects"][key] = {
+                    k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in vars(value).items()
+                }
+    return state
+
+
+def restore_state(model: Any, trainer: Any, state: dict[str, Any]) -> None:
+    """Inverse of `capture_state`. Plain tensors are copied in place: optimizers hold references to them."""
+    import torch
+
+    model.load_state_dict(state["model"])
+    owners = {"model": model, "trainer": trainer}
+    for group in ("optimizers", "schedulers"):
+        for key, value in state[group].items():
+            owner, attr = key.split(".", 1)
+            getattr(owners[owner], attr).load_state_dict(value)
+    with torch.no_grad():
+        for key, value in state["tensors"].items():
+            owner, attr = key.split(".", 1)
+            getattr(owners[owner], attr).copy_(value)
+    for key, value in state["objects"].items():
+        owner, attr = key.split(".", 1)
+        target = getattr(owners[owner], attr)
+        for k, v in value.items():
+            setattr(target, k, v)
+
+
+def rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"numpy": np.random.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def torch_load(path: Path) -> Any:
+    import torch
+
+    # our own checkpoint: numpy RNG states and config dicts are not plain tensors
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class CaptureLogger:
+    """Stands in for OSRL's WandbLogger/DummyLogger: keeps the means of what trainers ``store``."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def store(self, tab: str | None = None, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            name = key.replace("loss/", "")
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def pop_means(self) -> dict[str, float]:
+        means = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        self.sums, self.counts = {}, {}
+        return means
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+
+    # the rest of the logger interface the trainers may touch
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def write_without_reset(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def selection_key(metrics: dict[str, float]) -> tuple[float, float]:
+    """Online best-checkpoint rule (TraC, see dsrl-protocol.md): lower cost until safe, then higher reward."""
+    return (max(float(metrics["normalized_cost"]), 1.0), -float(metrics["normalized_reward"]))
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    curve: list[dict[str, float]]
+    best_state: dict[str, Any] | None
+    train_seconds: float
+    steps_this_process: int
+    resumed_from: int
+
+
+@dataclass
+class TrainingLoop:
+    """Runs ``step_fn`` ``total_steps`` times with logging, online evaluation, best-policy selection and
+    checkpoint/resume (every ``spec.profile.checkpoint_every`` steps, atomically, into ``checkpoint``).
+
+    Evaluation runs with the RNG states saved and restored around it (bench.evaluation seeds numpy's
+    global RNG, which OSRL's samplers use), so evaluating never changes the training numbers.
+    """
+
+    spec: TrainSpec
+    model: Any
+    trainer: Any
+    logger: CaptureLogger
+    make_policy: Callable[[], TorchPolicy]
+    checkpoint: Path | None
+    extra_state: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, total_steps: int, step_fn: Callable[[], None]) -> LoopResult:
+        profile = self.spec.profile
+        step, curve, best_key, best_state = 0, [], (np.inf, np.inf), None
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            saved = torch_load(self.checkpoint)
+            restore_state(self.model, self.trainer, saved["train_state"])
+            self.logger.load(saved["logger"])
+            step, curve, best_key, best_state = saved["step"], saved["curve"], tuple(saved["best_key"]), saved["best_state"]
+            set_rng_state(saved["rng"])
+        resumed_from = step
+        seconds = 0.0
+        while step < total_steps:
+            started = time.perf_counter()
+            step_fn()
+            seconds += time.perf_counter() - started
+            step += 1
+            if step % profile.log_every == 0 or step == total_steps:
+                metrics = self.logger.pop_means()
+                curve.append({"step": step, **metrics})
+                if self.spec.log:
+                    self.spec.log(step, metrics)
+            if self.spec.evaluate and profile.eval_every and (step % profile.eval_every == 0 or step == total_steps):
+                saved_rng = rng_state()
+                policy = self.make_policy()
+                metrics = self.spec.evaluate(policy)
+                set_rng_state(saved_rng)
+                curve.append({"step": step, **metrics})
+                key = selection_key(metrics)
+                if key < best_key:
+                    best_key, best_state = key, policy.state_dict()
+            if self.checkpoint is not None and (step % profile.checkpoint_every == 0 or step == total_steps):
+                atomic_torch_save(
+                    {
+                        "step": step,
+                        "train_state": capture_state(self.model, self.trainer),
+                        "logger": self.logger.state(),
+                        "curve": curve,
+                        "best_key": list(best_key),
+                        "best_state": best_state,
+                        "rng": rng_state(),
+                        **self.extra_state,
+                    },
+                    self.checkpoint,
+                )
+        return LoopResult(step, curve, best_state, seconds, step - resumed_from, resumed_from)
+
+
+def finish(
+    loop: TrainingLoop, result: LoopResult, info: dict[str, Any], budget_note: str, planned_steps: int
+) -> TrainOutput:
+    """The TrainOutput of a finished loop: final policy, best policy (if evaluated), curve, info."""
+    policy = loop.make_policy()
+    best = None
+    if result.best_state is not None:
+        best = loop.make_policy()
+        best.load_state_dict(result.best_state)
+    info = dict(info)
+    info["planned_steps"] = planned_steps
+    info["budget_reduced_for_cpu"] = bool(budget_note)
+    if budget_note:
+        info["budget_note"] = budget_note
+    if result.steps_this_process:
+        info["steps_per_second"] = result.steps_this_process / max(result.train_seconds, 1e-9)
+    if result.resumed_from:
+        info["resumed_from_step"] = result.resumed_from
+    return TrainOutput(
+        policy=policy, best_policy=best, curve=result.curve, info=info, steps=result.steps,
+        train_seconds=result.train_seconds,
+    )
+
+
+def checkpoint_path(spec: TrainSpec, name: str) -> Path | None:
+    return Path(spec.checkpoint_dir) / name if spec.checkpoint_dir is not None else None
+
+
+def dataloader(dataset: Any, batch_size: int, device: str) -> Iterator[Any]:
+    """OSRL's DataLoader (batch_size, pin_memory on GPU), in-process (see module docstring)."""
+    from torch.utils.data import DataLoader
+
+    return iter(DataLoader(dataset, batch_size=batch_size, pin_memory=str(device).startswith("cuda"), num_workers=0))
