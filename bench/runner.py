@@ -18,7 +18,7 @@ import shutil
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -187,7 +187,8 @@ def resolve(spec: CellSpec) -> ResolvedCell:
             if not labels.is_file():
                 raise BadInput(f"labels file {labels} does not exist")
             labels_hash = store.file_hash(labels)
-        feedback_config = {"num_queries": num_queries, "labels_hash": labels_hash, **feedback_kwargs}
+        _, settings_config = _feedback_settings(feedback_kwargs)
+        feedback_config = {"num_queries": num_queries, "labels_hash": labels_hash, "settings": settings_config}
         tag = _feedback_tag(spec, num_queries, labels_hash, feedback_kwargs)
     else:
         tag = "none"
@@ -244,23 +245,50 @@ def _prepare_checkpoint_dir(directory: Path, config_hash_: str, fresh: bool) -> 
         store.atomic_write_bytes(marker, config_hash_.encode())
 
 
-def _load_feedback(cell: ResolvedCell, dataset: Any, results_dir: Path) -> Any:
+def _feedback_settings(feedback_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """(settings object to pass or None, JSON-able settings for the config hash).
+
+    ``--set feedback.KEY=VALUE`` builds bench.feedback.FeedbackSettings(KEY=VALUE, ...); without
+    such overrides None is passed (the feedback module's defaults apply) but those defaults still
+    enter the config hash, so that a change of the defaults reruns the cells.
+    """
+    from bench import feedback as feedback_module
+
+    settings_cls = getattr(feedback_module, "FeedbackSettings", None)
+    if settings_cls is None:
+        if feedback_kwargs:
+            raise BadInput("feedback.* overrides need bench.feedback.FeedbackSettings, which is not available")
+        return None, None
+    try:
+        settings = settings_cls(**feedback_kwargs)
+    except TypeError as exc:
+        names = ", ".join(f.name for f in fields(settings_cls)) if is_dataclass(settings_cls) else "see docs/feedback.md"
+        raise BadInput(f"bad feedback setting(s) {', '.join(sorted(feedback_kwargs))}: {exc}; allowed: {names}") from None
+    return (settings if feedback_kwargs else None), _config_dict(settings)
+
+
+def _load_feedback(cell: ResolvedCell, dataset: Any, results_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The learner's FeedbackView and the feedback's provenance."""
     from bench import feedback as feedback_module
 
     build = getattr(feedback_module, "feedback_for_run", None)
     if build is None:
         raise BenchError(f"{cell.key.algorithm} needs feedback but bench.feedback.feedback_for_run is not available yet")
-    feedback_config = cell.config["feedback"]
-    return build(
+    settings, _ = _feedback_settings(cell.feedback_kwargs)
+    labels = Path(cell.spec.labels_file).expanduser() if cell.spec.labels_file else None
+    feedback = build(
         cell.task,
         dataset,
         cell.threshold,
         cell.key.seed,
-        num_queries=feedback_config["num_queries"],
+        num_queries=cell.config["feedback"]["num_queries"],
         cache_dir=results_dir / store.FEEDBACK,
-        labels_file=cell.spec.labels_file,
-        **cell.feedback_kwargs,
+        settings=settings,
+        labels_file=labels,
     )
+    view = feedback.view() if hasattr(feedback, "view") else feedback
+    provenance = {**(getattr(view, "provenance", None) or {}), **(getattr(feedback, "provenance", None) or {})}
+    return view, provenance
 
 
 ProgressFn = Callable[[int, dict[str, float]], None]
@@ -317,7 +345,7 @@ def _run_locked(
     if not force and store.is_done(results_dir, cell.key, cell.config_hash):  # finished while we waited
         return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
     dataset = load_dataset(cell.dataset_path, cell.task)
-    feedback = _load_feedback(cell, dataset, results_dir) if cell.algorithm_cls.needs_feedback else None
+    feedback, provenance = _load_feedback(cell, dataset, results_dir) if cell.algorithm_cls.needs_feedback else (None, {})
     ckpt = store.checkpoint_dir(results_dir, cell.key)
     _prepare_checkpoint_dir(ckpt, cell.config_hash, fresh=force)
 
@@ -370,7 +398,6 @@ def _run_locked(
         episodes += [{"checkpoint": "best", **row} for row in best.rows()]
         summary["best"] = best.summary()
 
-    provenance = dict(getattr(feedback, "provenance", {}) or {}) if feedback is not None else {}
     record = store.CellRecord(
         key=cell.key,
         suite=cell.task.suite,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -81,25 +83,52 @@ def test_stale_checkpoint_of_another_config_is_discarded(sim_dataset_path, tmp_p
     assert seen[0] == 50, "a checkpoint of another config must never be resumed"
 
 
-def test_feedback_learner_gets_feedback_not_ground_truth(sim_dataset_path, tmp_path, monkeypatch):
+@dataclass
+class FakeSettings:
+    """Stands in for bench.feedback.FeedbackSettings (the feedback engineer's contract)."""
+
+    segment_length: int = 20
+    flip_probability: float = 0.0
+
+
+class FakeFeedbackSet:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.provenance = {"source": "fake", "dataset_hash": "abc"}
+
+    def view(self) -> FeedbackView:
+        pairs = np.zeros((self.n, 2), np.int64)
+        return FeedbackView(20, pairs, pairs, np.zeros(self.n, np.float32), pairs[:, 0], pairs[:, 0],
+                            np.ones(self.n, np.float32), provenance={"view": True})
+
+
+def test_feedback_learner_gets_feedback_view_not_ground_truth(sim_dataset_path, tmp_path, monkeypatch):
     import bench.feedback
 
     calls = []
 
-    def fake_feedback_for_run(task, dataset, threshold, seed, num_queries, cache_dir, labels_file=None, **kw):
-        calls.append(dict(task=task.name, threshold=threshold, seed=seed, num_queries=num_queries, cache_dir=cache_dir, labels_file=labels_file, kw=kw))
-        pairs = np.zeros((num_queries, 2), np.int64)
-        return FeedbackView(20, pairs, pairs, np.zeros(num_queries, np.float32), pairs[:, 0], pairs[:, 0],
-                            np.ones(num_queries, np.float32), provenance={"source": "fake"})
+    def fake_feedback_for_run(task, dataset, threshold, seed, num_queries, cache_dir, settings=None, labels_file=None):
+        calls.append(dict(task=task.name, threshold=threshold, seed=seed, num_queries=num_queries, cache_dir=cache_dir,
+                          settings=settings, labels_file=labels_file))
+        return FakeFeedbackSet(num_queries)
 
     monkeypatch.setattr(bench.feedback, "feedback_for_run", fake_feedback_for_run, raising=False)
-    outcome = run_cell(spec(sim_dataset_path, algorithm="linear-bc-fb", num_queries=7, overrides=(("feedback.noise", 0.1),)), tmp_path)
+    monkeypatch.setattr(bench.feedback, "FeedbackSettings", FakeSettings, raising=False)
+    cell = spec(sim_dataset_path, algorithm="linear-bc-fb", num_queries=7, overrides=(("feedback.flip_probability", 0.1),))
+    outcome = run_cell(cell, tmp_path)
     assert outcome.status == "done"
-    assert calls == [dict(task="BallRun", threshold=20.0, seed=0, num_queries=7, cache_dir=tmp_path / "feedback", labels_file=None, kw={"noise": 0.1})]
+    assert calls == [dict(task="BallRun", threshold=20.0, seed=0, num_queries=7, cache_dir=tmp_path / "feedback",
+                          settings=FakeSettings(flip_probability=0.1), labels_file=None)]
     frame = store.load_results(tmp_path)
     assert frame["feedback"].iloc[0].startswith("q7-")
-    assert '"source":"fake"' in frame["feedback_provenance_json"].iloc[0]
-    assert '"num_pairs":7' in frame["info_json"].iloc[0]
+    assert '"source":"fake"' in frame["feedback_provenance_json"].iloc[0] and '"view":true' in frame["feedback_provenance_json"].iloc[0]
+    assert '"num_pairs":7' in frame["info_json"].iloc[0]  # the learner got the view
+    assert '"flip_probability":0.1' in frame["config_json"].iloc[0]
+    # default settings (no feedback.* override): None is passed, the defaults still enter the config hash
+    run_cell(spec(sim_dataset_path, algorithm="linear-bc-fb", num_queries=7), tmp_path)
+    assert calls[-1]["settings"] is None
+    with pytest.raises(BadInput, match="bad feedback setting"):
+        resolve(spec(sim_dataset_path, algorithm="linear-bc-fb", overrides=(("feedback.nope", 1),)))
 
 
 def test_defaults_middle_threshold_and_bad_inputs(sim_dataset_path):
