@@ -52,6 +52,8 @@ def register(app: typer.Typer) -> None:
         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     ) -> None:
         """Train one cell with checkpoints, evaluate its final and best policies, store the result."""
+        import json
+
         from bench.cli import STATE
 
         STATE["debug"] = STATE["debug"] or debug
@@ -108,6 +110,10 @@ def register(app: typer.Typer) -> None:
         frame = frame[frame["cell_id"] == cell.key.cell_id]
         out.print(result_table(frame, f"{cell.task.name}, {cell.key.algorithm}, kappa {cell.threshold:g}, seed {cell.key.seed} ({cell.profile.name})"))
         first = frame.iloc[0]
+        info = json.loads(first["info_json"] or "{}")
+        if info:
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(info.items())[:10])
+            out.print(f"info: {shown}")
         sps = first["steps_per_second"]
         out.print(
             f"{int(first['steps'])} steps in {first['train_seconds']:.1f} s"
