@@ -14,6 +14,7 @@ from bench.interfaces import Algorithm
 #: name -> "module:Class". PreSa lives in presa/, every baseline in baselines/.
 REGISTRY: dict[str, str] = {
     "presa": "presa.algorithm:PreSa",
+    "cpl": "presa.algorithm:CPL",
 }
 
 

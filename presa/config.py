@@ -1,0 +1,199 @@
+"""PreSa's configuration: one documented dataclass, defaults cited next to each field.
+
+Sources: [TraC] Gong et al., AAAI 2025 (github.com/zgong11/TraC, the authors' precursor), [CPL]
+Hejna et al., ICLR 2024 (github.com/jhejna/cpl), [PreSa] arXiv 2512.20173 (abstract and reviews),
+[KTO] Ethayarajh et al. 2024. Fields marked "inferred" are choices the paper does not state; they
+are the ones that make the safety constraint attainable (see docs/presa.md for the measurements).
+
+Budgets (gradient steps, warm-up share, logging, evaluation, checkpoints) come from the Profile,
+overrides from ``spec.overrides`` (field name -> value; an unknown field raises BadInput).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from bench.errors import BadInput
+
+ACTOR_TYPES = ("deterministic", "gaussian")
+REFERENCE_POINTS = ("zero", "kto")
+CONSTRAINT_FORMS = ("mean", "log")
+DELTA_MODES = ("absolute", "relative")
+LAMBDA_PARAMS = ("projected", "log")
+SCORE_NORMS = ("sum", "mean")
+
+
+@dataclass
+class PreSaConfig:
+    """Hyperparameters of one PreSa (or CPL ablation) run."""
+
+    # --- policy network ------------------------------------------------------------------------
+    #: Hidden layer widths of the actor MLP. [TraC/CPL: [256, 256]]
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    #: Dropout after each hidden layer during training. [TraC/CPL: 0.25]
+    dropout: float = 0.25
+    #: "deterministic": log pi(a|s) = -||mu(s) - a||^2 (CPL/TraC code); "gaussian": a learned
+    #: state-dependent log-std, log pi unbounded above so that safe segments' scores can grow.
+    #: [inferred; the measured failure of the deterministic actor is in docs/presa.md]
+    actor: str = "gaussian"
+    #: Bounds of the Gaussian actor's log-std (soft-clamped with tanh). [CPL's DiagonalGaussian: -5, 2]
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    #: Orthogonal initialisation gain of hidden layers (output layers use 0.01). [CPL/TraC: orthogonal init]
+    init_gain: float = math.sqrt(2.0)
+
+    # --- optimisation --------------------------------------------------------------------------
+    #: Adam learning rate of the policy. [TraC/CPL: 1e-4]
+    lr: float = 1e-4
+    #: Preference pairs (and, separately, labelled safety segments) per gradient step. [TraC/CPL: 96]
+    batch_size: int = 96
+    #: Transitions per behaviour-cloning step; 0 = batch_size * segment_length (as many state-action
+    #: pairs as a batch of segments). [CPL: BC on segments of the same batch size]
+    bc_batch_size: int = 0
+    #: Gradient steps in total and of the BC warm-up; 0 = from the profile (train_steps,
+    #: warmup_fraction). [TraC: 100k steps, 30k of them BC]
+    train_steps: int = 0
+    warmup_steps: int = -1
+
+    # --- score and preference loss -------------------------------------------------------------
+    #: Temperature of the segment score alpha * sum_t gamma^t (log pi - log pi_ref); 0 = per-suite
+    #: default (see SUITE_ALPHA). [TraC: 0.2 Bullet, 0.1 Safety-Gymnasium]
+    alpha: float = 0.0
+    #: Discount inside the segment score. [CPL/TraC: 0.99]
+    gamma: float = 0.99
+    #: "sum": the score sums over the segment (CPL); "mean": divided by sum_t gamma^t, so that the
+    #: score's scale does not grow with the segment length. [inferred]
+    score_norm: str = "sum"
+    #: CPL's conservative bias b in logit = score(preferred) - b * score(other). [TraC/CPL: 0.75]
+    bias: float = 0.75
+    #: Weight of a behaviour-cloning term on all dataset transitions during the joint phase; keeps the
+    #: policy on the data's support. [CPL's bc_coeff; inferred for PreSa]
+    bc_coeff: float = 0.0
+
+    # --- safety term ---------------------------------------------------------------------------
+    #: False = plain CPL (the "cpl" ablation): no safety score, no multiplier. [ablation]
+    use_safety: bool = True
+    #: Required safety score: S(theta) >= delta. [PreSa: 0.9 or 0.95]
+    delta: float = 0.9
+    #: "absolute": S >= delta; "relative": S >= delta * S_max with S_max the largest S the actor can
+    #: reach on the labels (computed once after warm-up). [inferred]
+    delta_mode: str = "absolute"
+    #: KTO/HALO reference point z0 in v = sigmoid(+-(score - z0)): "zero" (TraC) or "kto" (the
+    #: detached batch mean of the scores, clamped at >= 0, as KTO's KL estimate). [KTO; inferred]
+    reference_point: str = "zero"
+    #: "mean": constrain mean_j v_j >= delta (the paper's S); "log": mean_j log v_j >= log delta,
+    #: whose gradient does not vanish on badly scored segments. [inferred]
+    constraint_form: str = "mean"
+    #: Initial multiplier. [PreSa reviews: tuned initial value; 1.0]
+    lambda_init: float = 1.0
+    #: Multiplier step size eta_lambda. [PreSa reviews: tuned; reference notes suggest 1e-3..1e-2]
+    lambda_lr: float = 1e-2
+    #: "projected": lambda <- clip(lambda + eta (delta - S), 0, lambda_max); "log": log lambda <-
+    #: log lambda + eta (delta - S) (always positive, multiplicative). [inferred]
+    lambda_param: str = "projected"
+    #: Upper bound of lambda (inf = none); a cap stops an infeasible constraint from running away. [inferred]
+    lambda_max: float = 10.0
+    #: False = keep lambda at lambda_init (the "fixed lambda" ablation). [ablation]
+    dual_ascent: bool = True
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    #: Labelled segments evaluated per forward pass when computing reference log-likelihoods.
+    reference_chunk: int = 4096
+
+    def validate(self) -> None:
+        """Raise BadInput naming the first bad field."""
+        choices = {
+            "actor": ACTOR_TYPES,
+            "reference_point": REFERENCE_POINTS,
+            "constraint_form": CONSTRAINT_FORMS,
+            "delta_mode": DELTA_MODES,
+            "lambda_param": LAMBDA_PARAMS,
+            "score_norm": SCORE_NORMS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise BadInput(f"presa: {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        checks = [
+            ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            ("lr", self.lr > 0, "> 0"),
+            ("batch_size", self.batch_size > 0, "> 0"),
+            ("bc_batch_size", self.bc_batch_size >= 0, ">= 0"),
+            ("gamma", 0.0 < self.gamma <= 1.0, "in (0, 1]"),
+            ("bias", 0.0 < self.bias <= 1.0, "in (0, 1]"),
+            ("delta", 0.0 < self.delta < 1.0, "in (0, 1)"),
+            ("alpha", self.alpha > 0, "> 0"),
+            ("lambda_init", self.lambda_init >= 0, ">= 0"),
+            ("lambda_lr", self.lambda_lr >= 0, ">= 0"),
+            ("lambda_max", self.lambda_max > 0, "> 0"),
+            ("bc_coeff", self.bc_coeff >= 0, ">= 0"),
+            ("log_std_min", self.log_std_min < self.log_std_max, "< log_std_max"),
+            ("hidden_sizes", len(self.hidden_sizes) > 0 and all(h > 0 for h in self.hidden_sizes), "non-empty positive widths"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise BadInput(f"presa: {name}={getattr(self, name)!r} must be {want}")
+        if self.lambda_param == "log" and self.lambda_init <= 0:
+            raise BadInput("presa: lambda_param='log' needs lambda_init > 0")
+        if self.warmup_steps > self.train_steps:
+            raise BadInput(f"presa: warmup_steps={self.warmup_steps} exceeds train_steps={self.train_steps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Score temperature per suite. [TraC: alpha 0.2 for Bullet tasks, 0.1 for Safety-Gymnasium]
+SUITE_ALPHA = {"bullet": 0.2, "safety-gymnasium": 0.1}
+
+
+def _coerce(name: str, current: Any, value: Any) -> Any:
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(current, tuple):
+            items = value if isinstance(value, (list, tuple)) else [v for v in str(value).strip("[]()").split(",") if v.strip()]
+            return tuple(int(v) for v in items)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(current, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"presa: override {name}={value!r} is not a valid {type(current).__name__}") from None
+    return value
+
+
+def resolve_config(
+    suite: str,
+    train_steps: int,
+    warmup_fraction: float,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> PreSaConfig:
+    """Defaults, then ``base`` (an algorithm's own defaults, e.g. CPL's), then the per-suite alpha and
+    the profile budget for fields left at their "from elsewhere" value, then user overrides."""
+    config = PreSaConfig()
+    names = {f.name for f in fields(PreSaConfig)}
+    for source in (base or {}, overrides or {}):
+        for key, value in source.items():
+            if key not in names:
+                raise BadInput(f"presa: unknown override '{key}' (known: {', '.join(sorted(names))})")
+            setattr(config, key, _coerce(key, getattr(config, key), value))
+    if config.alpha == 0.0:
+        config.alpha = SUITE_ALPHA.get(suite, 0.2)
+    if config.train_steps == 0:
+        config.train_steps = int(train_steps)
+    if config.warmup_steps < 0:
+        config.warmup_steps = int(round(warmup_fraction * config.train_steps))
+    config.validate()
+    return config

@@ -1,0 +1,136 @@
+"""PreSa's losses as pure torch functions (unit-tested against hand-computed values).
+
+Every function reduces over the LAST axis only, so a leading ensemble axis (one entry per seed /
+cell trained together, see presa.trainer) passes through untouched: a batch of E cells gives E
+independent losses, and summing them keeps each cell's gradient exactly what it would be alone.
+
+Conventions follow bench.feedback.FeedbackView: a preference label y = 1 means the SECOND segment
+of the pair is preferred, 0 the first, 0.5 a tie; a safety label z = 1 means safe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def discount_weights(length: int, gamma: float, normalise: bool = False, device: torch.device | str | None = None) -> torch.Tensor:
+    """gamma^t for t = 0..H-1; with ``normalise`` divided by their sum (a per-step average)."""
+    weights = gamma ** torch.arange(length, dtype=torch.float32, device=device)
+    return weights / weights.sum() if normalise else weights
+
+
+def segment_score(
+    logp: torch.Tensor, ref_logp: torch.Tensor, alpha: float, gamma: float, normalise: bool = False
+) -> torch.Tensor:
+    """alpha * sum_t gamma^t (log pi(a_t|s_t) - log pi_ref(a_t|s_t)) over the last axis (H).
+
+    This is CPL's discounted "advantage" sum with the KL-regularised form of CPL/TraC (the frozen
+    reference policy pi_ref is the policy after behaviour-cloning warm-up).
+    """
+    weights = discount_weights(logp.shape[-1], gamma, normalise, logp.device)
+    return alpha * ((logp - ref_logp) * weights).sum(dim=-1)
+
+
+def cpl_loss(
+    score_first: torch.Tensor, score_second: torch.Tensor, label: torch.Tensor, bias: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPL's preference loss with conservative bias b, and the preference accuracy.
+
+    logit_21 = score(second) - b * score(first) is the logit of "second preferred";
+    loss = y * softplus(-logit_21) + (1 - y) * softplus(-logit_12), averaged over the last axis.
+    This is jhejna/cpl's ``biased_bce_with_logits`` written with softplus (same values, stable).
+    Accuracy counts pairs whose higher-scored segment is the labelled one (ties are never right).
+    """
+    logit_21 = score_second - bias * score_first
+    logit_12 = score_first - bias * score_second
+    loss = label * F.softplus(-logit_21) + (1.0 - label) * F.softplus(-logit_12)
+    with torch.no_grad():
+        accuracy = ((score_second > score_first).float() == torch.round(label)).float().mean(dim=-1)
+    return loss.mean(dim=-1), accuracy
+
+
+def kto_reference_point(score: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point: a detached batch estimate of the KL term, clamped at >= 0 (keepdim)."""
+    return score.detach().mean(dim=-1, keepdim=True).clamp(min=0.0)
+
+
+def safety_values(score: torch.Tensor, label: torch.Tensor, z0: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """HALO/KTO value of each labelled segment: sigmoid(score - z0) if safe, sigmoid(z0 - score) if unsafe."""
+    return label * torch.sigmoid(score - z0) + (1.0 - label) * torch.sigmoid(z0 - score)
+
+
+def log_safety_values(score: torch.Tensor, label: torch.Tensor, z0: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """log of `safety_values`, computed stably with logsigmoid."""
+    return label * F.logsigmoid(score - z0) + (1.0 - label) * F.logsigmoid(z0 - score)
+
+
+def safety_score(score: torch.Tensor, label: torch.Tensor, z0: torch.Tensor | float = 0.0, form: str = "mean") -> torch.Tensor:
+    """S(theta): the mean of the values ("mean", the paper's Eq. 11) or of their logs ("log")."""
+    if form == "mean":
+        return safety_values(score, label, z0).mean(dim=-1)
+    if form == "log":
+        return log_safety_values(score, label, z0).mean(dim=-1)
+    raise ValueError(f"unknown constraint form {form!r}")
+
+
+def constraint_target(delta: float, form: str, attainable: torch.Tensor | None = None) -> torch.Tensor | float:
+    """The bound S must reach: delta (mean form) or log delta (log form); with ``attainable`` (S_max in
+    the same form) the bound is relative: delta * S_max, or log delta + S_max for the log form."""
+    if form == "mean":
+        return delta if attainable is None else delta * attainable
+    if form == "log":
+        return math.log(delta) if attainable is None else math.log(delta) + attainable
+    raise ValueError(f"unknown constraint form {form!r}")
+
+
+def lagrangian(pref_loss: torch.Tensor, safety: torch.Tensor, lam: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
+    """Policy objective of Eq. 14, L_pref + lambda * (target - S), with lambda held fixed (detached)."""
+    return pref_loss + lam.detach() * (target - safety)
+
+
+def dual_update(
+    lam: torch.Tensor,
+    violation: torch.Tensor,
+    lr: float,
+    param: str = "projected",
+    lam_max: float = math.inf,
+) -> torch.Tensor:
+    """One ascent step of the multiplier on the detached violation (target - S_hat).
+
+    "projected": lambda + lr * violation, projected onto [0, lam_max];
+    "log": exp(log lambda + lr * violation) capped at lam_max (stays positive, moves multiplicatively).
+    """
+    violation = violation.detach()
+    if param == "projected":
+        return (lam + lr * violation).clamp(min=0.0, max=lam_max)
+    if param == "log":
+        return torch.exp(torch.log(lam) + lr * violation).clamp(max=lam_max)
+    raise ValueError(f"unknown lambda parameterisation {param!r}")
+
+
+def max_log_likelihood(actor: str, act_dim: int, log_std_min: float) -> float:
+    """The supremum of log pi(a|s) per step: 0 for the deterministic actor (mu = a), and for the
+    Gaussian the density at its mean with the smallest allowed std."""
+    if actor == "deterministic":
+        return 0.0
+    return act_dim * (-log_std_min - 0.5 * math.log(2 * math.pi))
+
+
+def attainable_safety(
+    ref_logp: torch.Tensor,
+    label: torch.Tensor,
+    alpha: float,
+    gamma: float,
+    max_logp: float,
+    normalise: bool = False,
+    form: str = "mean",
+) -> torch.Tensor:
+    """The largest S the actor can reach on these labelled segments (z0 = 0): safe segments at their
+    maximal score (log pi = max_logp at every step), unsafe ones at score -> -inf (value 1)."""
+    best_score = segment_score(torch.full_like(ref_logp, max_logp), ref_logp, alpha, gamma, normalise)
+    if form == "mean":
+        return (label * torch.sigmoid(best_score) + (1.0 - label)).mean(dim=-1)
+    return (label * F.logsigmoid(best_score)).mean(dim=-1)

@@ -1,0 +1,132 @@
+"""The actor as a batched ensemble: E independent MLPs evaluated with one torch.baddbmm per layer.
+
+One PreSa run is an ensemble of size 1; `presa.trainer.train_many` trains several cells (seeds,
+thresholds) as one ensemble, so that every layer is one batched matrix product instead of E small
+ones. Each member draws its initial weights and dropout masks from its own torch.Generator, so a
+member's numbers do not depend on which other members it is trained with.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+#: Orthogonal-init gain of the output layer (CPL/TraC initialise the last layer small).
+OUTPUT_GAIN = 0.01
+
+
+class EnsembleActor(nn.Module):
+    """E MLP actors: obs (E, N, obs_dim) -> tanh mean (E, N, act_dim) [and log-std for "gaussian"]."""
+
+    def __init__(
+        self,
+        generators: Sequence[torch.Generator],
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int],
+        dropout: float,
+        actor: str,
+        log_std_min: float,
+        log_std_max: float,
+        init_gain: float,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        self.members = len(generators)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.dropout = dropout
+        self.actor = actor
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        out_dim = act_dim * (2 if actor == "gaussian" else 1)
+        sizes = [obs_dim, *self.hidden_sizes, out_dim]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            gain = OUTPUT_GAIN if layer == len(sizes) - 2 else init_gain
+            weight = torch.empty(self.members, fan_in, fan_out, device=device)
+            for member, generator in enumerate(generators):
+                # orthogonal init of the (out, in) matrix as nn.Linear would hold it [CPL/TraC]
+                block = torch.empty(fan_out, fan_in, device=device)
+                nn.init.orthogonal_(block, gain=gain, generator=generator)
+                weight[member] = block.T
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(torch.zeros(self.members, 1, fan_out, device=device)))
+
+    def dropout_masks(self, generators: Sequence[torch.Generator], rows: int) -> list[torch.Tensor] | None:
+        """Inverted-dropout masks (E, rows, width) per hidden layer, member e from generator e."""
+        if self.dropout <= 0.0:
+            return None
+        keep = 1.0 - self.dropout
+        device = self.weights[0].device
+        masks = []
+        for width in self.hidden_sizes:
+            per_member = [
+                torch.empty(rows, width, device=device).bernoulli_(keep, generator=g) for g in generators
+            ]
+            masks.append(torch.stack(per_member) / keep)
+        return masks
+
+    def forward(
+        self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = obs
+        last = len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias, x, weight)
+            if layer < last:
+                x = torch.relu(x)
+                if masks is not None:
+                    x = x * masks[layer]
+        return self.head(x)
+
+    def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Output layer pre-activations -> (tanh mean, log-std or None)."""
+        if self.actor == "gaussian":
+            mean, raw_log_std = x.split(self.act_dim, dim=-1)
+            # soft clamp into [log_std_min, log_std_max] (CPL's DiagonalGaussian does the same)
+            span = self.log_std_max - self.log_std_min
+            log_std = self.log_std_min + 0.5 * span * (torch.tanh(raw_log_std) + 1.0)
+            return torch.tanh(mean), log_std
+        return torch.tanh(x), None
+
+    def log_likelihood(self, mean: torch.Tensor, log_std: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) summed over action dims: -||mu - a||^2 (deterministic, CPL/TraC) or the
+        diagonal Gaussian density around the tanh mean."""
+        if log_std is None:
+            return -((mean - actions) ** 2).sum(dim=-1)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(dim=-1)
+
+    def member_state(self, member: int) -> dict[str, torch.Tensor]:
+        """Detached CPU copy of one member's parameters."""
+        return {name: p[member].detach().to("cpu").clone() for name, p in self.named_parameters()}
+
+
+class ActorPolicy:
+    """A trained member as a `bench.interfaces.Policy`: deterministic tanh mean, no dropout, CPU."""
+
+    def __init__(self, state: dict[str, torch.Tensor], hidden_sizes: Sequence[int], act_dim: int, actor: str) -> None:
+        layers = len(hidden_sizes) + 1
+        self.weights = [state[f"weights.{i}"].clone() for i in range(layers)]
+        self.biases = [state[f"biases.{i}"].clone() for i in range(layers)]
+        self.act_dim = act_dim
+        self.actor = actor
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(observations, np.float32))
+            for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+                x = torch.addmm(bias, x, weight)
+                if layer < len(self.weights) - 1:
+                    x = torch.relu(x)
+            return torch.tanh(x[:, : self.act_dim]).numpy()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {f"weights.{i}": w for i, w in enumerate(self.weights)}
+        out.update({f"biases.{i}": b for i, b in enumerate(self.biases)})
+        return out

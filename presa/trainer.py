@@ -1,0 +1,476 @@
+"""PreSa's trainer: BC warm-up, frozen reference, then joint policy / multiplier updates.
+
+Several cells (same config and data, different seed or threshold) train as ONE batched ensemble
+(`train_many`): every layer is one torch.baddbmm over the members, each member has its own
+optimizer slots (Adam is elementwise, and the summed loss keeps every member's gradient its own),
+its own multiplier, its own numpy generator for batches and its own torch generator for init and
+dropout, so a cell's numbers do not depend on what it was batched with.
+
+Data handling: the dataset's observations and actions are copied to the device once; labelled
+segments are precomputed (P, 2, H) / (L, H) arrays of transition indices, and a batch is one gather
+(no Python loop over segments). The reference log-likelihoods of every labelled segment are
+computed ONCE when the warm-up ends (pi_ref is frozen, so they never change).
+
+The learner sees only `OfflineData` (states, actions, episode boundaries) and the `FeedbackView`;
+no reward or cost ever reaches this module.
+
+Checkpoints are per cell (``<checkpoint_dir>/presa.pt``, written atomically every
+profile.checkpoint_every steps) and hold everything a step depends on: parameters, Adam slots,
+multiplier, both generators, reference log-likelihoods, best policy, curve and the open log
+interval, so a killed run resumes to exactly the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from bench.errors import BadInput, BenchError
+from bench.interfaces import TrainInputs, TrainOutput, TrainSpec
+from presa import losses
+from presa.config import PreSaConfig
+from presa.networks import ActorPolicy, EnsembleActor
+
+CHECKPOINT_NAME = "presa.pt"
+CHECKPOINT_VERSION = 1
+#: Metrics logged during the warm-up and during the joint phase (interval means, per cell).
+BC_METRICS = ("bc_loss",)
+JOINT_METRICS = ("pref_loss", "pref_accuracy", "safety_score", "constraint_gap", "bc_loss")
+
+
+@dataclass
+class Cell:
+    """One run inside an ensemble: its spec, resolved config and labelled segments as index arrays."""
+
+    spec: TrainSpec
+    config: PreSaConfig
+    pair_index: np.ndarray  # (P, 2, H) transition indices
+    pair_label: np.ndarray  # (P,)
+    safety_index: np.ndarray  # (L, H)
+    safety_label: np.ndarray  # (L,)
+    resume: dict[str, Any] | None = None
+
+
+def build_cell(spec: TrainSpec, config: PreSaConfig, inputs: TrainInputs) -> Cell:
+    """Check the inputs and turn the feedback into index arrays (one vectorised gather each)."""
+    feedback = inputs.feedback
+    if feedback is None:
+        raise BadInput("presa needs feedback (preference pairs and safety labels); none was given")
+    if feedback.num_pairs == 0:
+        raise BadInput("presa: the feedback has no preference pairs; build feedback with num_queries > 0")
+    if config.use_safety and feedback.num_safety_labels == 0:
+        raise BadInput("presa: the feedback has no safety labels; give safety labels or use the cpl algorithm")
+    data = inputs.data
+    length = int(feedback.segment_length)
+    try:
+        pair_index = data.segment_indices(feedback.pair_episode.reshape(-1), feedback.pair_start.reshape(-1), length)
+        safety_index = data.segment_indices(feedback.safety_episode, feedback.safety_start, length)
+    except ValueError:
+        raise BadInput("presa: a feedback segment lies outside its episode: the feedback belongs to another dataset") from None
+    return Cell(
+        spec=spec,
+        config=config,
+        pair_index=pair_index.reshape(-1, 2, length),
+        pair_label=np.asarray(feedback.pair_label, np.float32),
+        safety_index=safety_index,
+        safety_label=np.asarray(feedback.safety_label, np.float32),
+        resume=load_checkpoint(spec.checkpoint_dir),
+    )
+
+
+def checkpoint_path(directory: Path | str | None) -> Path | None:
+    return Path(directory) / CHECKPOINT_NAME if directory is not None else None
+
+
+def load_checkpoint(directory: Path | str | None) -> dict[str, Any] | None:
+    path = checkpoint_path(directory)
+    if path is None or not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise BenchError(f"presa checkpoint {path} is unreadable ({exc}); delete it to start the run afresh") from exc
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device in ("auto", "cpu", "cuda") or device.startswith("cuda:"):
+        if device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BadInput(f"presa: device {device} asked for a GPU but torch sees none; use --device cpu or auto")
+        return torch.device(device)
+    raise BadInput(f"presa: unknown device '{device}': choose auto, cpu or cuda")
+
+
+@dataclass
+class _Interval:
+    """Running sums of the metrics of the open log interval (per member)."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            value = value.detach()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.count += 1
+
+
+class EnsembleTrainer:
+    """Trains a list of cells that share config, data, segment length and device as one ensemble."""
+
+    def __init__(self, cells: Sequence[Cell], inputs: TrainInputs, device: torch.device) -> None:
+        self.cells = list(cells)
+        self.config = config = cells[0].config
+        self.members = len(cells)
+        self.device = device
+        data = inputs.data
+        self.obs = torch.as_tensor(np.asarray(data.observations, np.float32), device=device)
+        self.act = torch.as_tensor(np.asarray(data.actions, np.float32), device=device)
+        self.num_transitions = len(self.obs)
+        self.segment_length = cells[0].pair_index.shape[-1]
+        self.profile = cells[0].spec.profile
+        self.total_steps = config.train_steps
+        self.warmup_steps = config.warmup_steps
+        self.bc_batch = config.bc_batch_size or config.batch_size * self.segment_length
+        self.pair_index = [torch.as_tensor(c.pair_index, device=device) for c in cells]
+        self.pair_label = [torch.as_tensor(c.pair_label, device=device) for c in cells]
+        self.safety_index = [torch.as_tensor(c.safety_index, device=device) for c in cells]
+        self.safety_label = [torch.as_tensor(c.safety_label, device=device) for c in cells]
+        self.rngs = [np.random.default_rng(c.spec.seed) for c in cells]
+        self.generators = [torch.Generator(device=device).manual_seed(c.spec.seed) for c in cells]
+        self.actor = EnsembleActor(
+            self.generators, data.obs_dim, data.act_dim, config.hidden_sizes, config.dropout, config.actor,
+            config.log_std_min, config.log_std_max, config.init_gain, device,
+        )
+        self.optimizer = self._new_optimizer()
+        self.lam = torch.full((self.members,), float(config.lambda_init), device=device)
+        self.step = 0
+        self.ref_pair: list[torch.Tensor] | None = None
+        self.ref_safety: list[torch.Tensor] | None = None
+        self.attainable = torch.ones(self.members, device=device)
+        self.attainable_mean = torch.ones(self.members, device=device)
+        self.curves: list[list[dict[str, float]]] = [[] for _ in cells]
+        self.best_state: list[dict[str, torch.Tensor] | None] = [None] * self.members
+        self.best_key: list[tuple[float, float]] = [(math.inf, math.inf)] * self.members
+        self.interval = _Interval()
+        self.max_logp = losses.max_log_likelihood(config.actor, data.act_dim, config.log_std_min)
+        if cells[0].resume is not None:
+            self._restore([c.resume for c in cells])  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ setup
+    def _new_optimizer(self) -> torch.optim.Adam:
+        # foreach=False: the plain per-tensor loop, whose numbers do not depend on tensor grouping
+        return torch.optim.Adam(self.actor.parameters(), lr=self.config.lr, foreach=False)
+
+    def _member_logp(self, member: int, index: torch.Tensor) -> torch.Tensor:
+        """log pi of member ``member`` (no dropout) on the transitions ``index`` (any shape), chunked."""
+        flat = index.reshape(-1)
+        out = torch.empty(flat.shape[0], device=self.device)
+        chunk = self.config.reference_chunk * self.segment_length
+        weights = [w[member : member + 1] for w in self.actor.weights]
+        biases = [b[member : member + 1] for b in self.actor.biases]
+        with torch.no_grad():
+            for begin in range(0, flat.shape[0], chunk):
+                rows = flat[begin : begin + chunk]
+                x = self.obs[rows].unsqueeze(0)
+                for layer, (w, b) in enumerate(zip(weights, biases)):
+                    x = torch.baddbmm(b, x, w)
+                    if layer < len(weights) - 1:
+                        x = torch.relu(x)
+                mean, log_std = self.actor.head(x)
+                out[begin : begin + chunk] = self.actor.log_likelihood(mean, log_std, self.act[rows].unsqueeze(0))[0]
+        return out.reshape(index.shape)
+
+    def _freeze_reference(self) -> None:
+        """pi_ref := the policy now; its log-likelihoods on every labelled segment, computed once."""
+        c = self.config
+        self.ref_pair = [self._member_logp(e, self.pair_index[e]) for e in range(self.members)]
+        self.ref_safety = [self._member_logp(e, self.safety_index[e]) for e in range(self.members)]
+        normalise = c.score_norm == "mean"
+        self.attainable = torch.stack([
+            losses.attainable_safety(self.ref_safety[e], self.safety_label[e], c.alpha, c.gamma, self.max_logp, normalise, c.constraint_form)
+            for e in range(self.members)
+        ])
+        self.attainable_mean = torch.stack([
+            losses.attainable_safety(self.ref_safety[e], self.safety_label[e], c.alpha, c.gamma, self.max_logp, normalise, "mean")
+            for e in range(self.members)
+        ])
+        self.optimizer = self._new_optimizer()  # the joint phase starts with fresh Adam moments
+
+    def _target(self) -> torch.Tensor | float:
+        c = self.config
+        relative = self.attainable if c.delta_mode == "relative" else None
+        return losses.constraint_target(c.delta, c.constraint_form, relative)
+
+    # ------------------------------------------------------------------ steps
+    def _gather(self, index: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        stacked = torch.stack([i.reshape(-1) for i in index])  # (E, M)
+        return self.obs[stacked], self.act[stacked]
+
+    def _forward_logp(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        masks = self.actor.dropout_masks(self.generators, obs.shape[1])
+        mean, log_std = self.actor(obs, masks)
+        return self.actor.log_likelihood(mean, log_std, act)
+
+    def _bc_step(self) -> dict[str, torch.Tensor]:
+        rows = [torch.as_tensor(rng.integers(self.num_transitions, size=self.bc_batch), device=self.device) for rng in self.rngs]
+        logp = self._forward_logp(*self._gather(rows))
+        bc_loss = -logp.mean(dim=-1)  # deterministic actor: the squared error; Gaussian: the NLL
+        self.optimizer.zero_grad(set_to_none=True)
+        bc_loss.sum().backward()
+        self.optimizer.step()
+        return {"bc_loss": bc_loss}
+
+    def _joint_step(self) -> dict[str, torch.Tensor]:
+        c = self.config
+        assert self.ref_pair is not None and self.ref_safety is not None
+        B, H, E = c.batch_size, self.segment_length, self.members
+        pair_rows, safety_rows, bc_rows = [], [], []
+        rows: list[torch.Tensor] = []
+        for e, rng in enumerate(self.rngs):
+            pair_rows.append(torch.as_tensor(rng.integers(len(self.pair_label[e]), size=B), device=self.device))
+            parts = [self.pair_index[e][pair_rows[-1]].reshape(-1)]
+            if c.use_safety:
+                safety_rows.append(torch.as_tensor(rng.integers(len(self.safety_label[e]), size=B), device=self.device))
+                parts.append(self.safety_index[e][safety_rows[-1]].reshape(-1))
+            if c.bc_coeff > 0:
+                bc_rows.append(torch.as_tensor(rng.integers(self.num_transitions, size=self.bc_batch), device=self.device))
+                parts.append(bc_rows[-1])
+            rows.append(torch.cat(parts))
+        logp = self._forward_logp(*self._gather(rows))  # one forward pass for all three batches
+
+        normalise = c.score_norm == "mean"
+        n_pair = B * 2 * H
+        pair_logp = logp[:, :n_pair].reshape(E, B, 2, H)
+        ref_pair = torch.stack([self.ref_pair[e][pair_rows[e]] for e in range(E)])
+        score = losses.segment_score(pair_logp, ref_pair, c.alpha, c.gamma, normalise)
+        label = torch.stack([self.pair_label[e][pair_rows[e]] for e in range(E)])
+        pref_loss, accuracy = losses.cpl_loss(score[..., 0], score[..., 1], label, c.bias)
+        metrics = {"pref_loss": pref_loss, "pref_accuracy": accuracy}
+        objective = pref_loss
+        offset = n_pair
+        if c.use_safety:
+            safety_logp = logp[:, offset : offset + B * H].reshape(E, B, H)
+            offset += B * H
+            ref_safety = torch.stack([self.ref_safety[e][safety_rows[e]] for e in range(E)])
+            safety_label = torch.stack([self.safety_label[e][safety_rows[e]] for e in range(E)])
+            s_score = losses.segment_score(safety_logp, ref_safety, c.alpha, c.gamma, normalise)
+            z0 = losses.kto_reference_point(s_score) if c.reference_point == "kto" else 0.0
+            constraint_s = losses.safety_score(s_score, safety_label, z0, c.constraint_form)
+            target = self._target()
+            objective = losses.lagrangian(pref_loss, constraint_s, self.lam, target)
+            gap = (target - constraint_s).detach()
+            metrics["safety_score"] = losses.safety_score(s_score, safety_label, z0, "mean").detach()
+            metrics["constraint_gap"] = gap
+        if c.bc_coeff > 0:
+            bc_loss = -logp[:, offset:].mean(dim=-1)
+            objective = objective + c.bc_coeff * bc_loss
+            metrics["bc_loss"] = bc_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.sum().backward()
+        self.optimizer.step()
+        if c.use_safety and c.dual_ascent:
+            self.lam = losses.dual_update(self.lam, gap, c.lambda_lr, c.lambda_param, c.lambda_max)
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> list[TrainOutput]:
+        started = time.perf_counter()
+        interval_started, interval_steps = started, 0
+        steps_at_start = self.step
+        profile = self.profile
+        while self.step < self.total_steps:
+            if self.step >= self.warmup_steps and self.ref_pair is None:
+                self._flush_log(interval_started, interval_steps)
+                interval_started, interval_steps = time.perf_counter(), 0
+                self._freeze_reference()
+            metrics = self._bc_step() if self.step < self.warmup_steps else self._joint_step()
+            self.interval.add(metrics)
+            self.step += 1
+            interval_steps += 1
+            if self.step % profile.log_every == 0 or self.step == self.total_steps:
+                self._flush_log(interval_started, interval_steps)
+                interval_started, interval_steps = time.perf_counter(), 0
+            if profile.eval_every and self.step % profile.eval_every == 0:
+                self._evaluate()
+            if self.step % profile.checkpoint_every == 0 or self.step == self.total_steps:
+                self._save()
+        seconds = time.perf_counter() - started
+        return [self._output(e, seconds, self.step - steps_at_start) for e in range(self.members)]
+
+    def _flush_log(self, interval_started: float, interval_steps: int) -> None:
+        if self.interval.count == 0:
+            return
+        means = {k: (v / self.interval.count).cpu().numpy() for k, v in self.interval.sums.items()}
+        phase = "bc" if self.ref_pair is None else "joint"
+        elapsed = max(time.perf_counter() - interval_started, 1e-9)
+        for e, cell in enumerate(self.cells):
+            row: dict[str, float] = {"step": float(self.step), "phase_joint": float(phase == "joint")}
+            row.update({k: float(v[e]) for k, v in means.items()})
+            if phase == "joint" and self.config.use_safety:
+                row["lambda"] = float(self.lam[e])
+                row["safety_score_max"] = float(self.attainable_mean[e])
+            self.curves[e].append(row)
+            if cell.spec.log is not None:
+                # throughput goes to the live log only: the stored curve stays deterministic
+                cell.spec.log(self.step, {**row, "steps_per_second": interval_steps / elapsed})
+        self.interval = _Interval()
+
+    def _evaluate(self) -> None:
+        for e, cell in enumerate(self.cells):
+            if cell.spec.evaluate is None:
+                continue
+            state = self.actor.member_state(e)
+            metrics = cell.spec.evaluate(self._policy(state))
+            self.curves[e].append({"step": float(self.step), **{k: float(v) for k, v in metrics.items()}})
+            # TraC/OSRL selection: lowest cost until the normalized cost is <= 1, then highest reward
+            key = (max(float(metrics["normalized_cost"]), 1.0), -float(metrics["normalized_reward"]))
+            if key < self.best_key[e]:
+                self.best_key[e], self.best_state[e] = key, state
+
+    def _policy(self, state: dict[str, torch.Tensor]) -> ActorPolicy:
+        return ActorPolicy(state, self.config.hidden_sizes, self.actor.act_dim, self.config.actor)
+
+    def _output(self, e: int, seconds: float, steps_run: int) -> TrainOutput:
+        last = {k: v for k, v in (self.curves[e][-1] if self.curves[e] else {}).items()}
+        info: dict[str, Any] = {
+            "ensemble_size": self.members,
+            "steps_run_this_call": steps_run,
+            "final_lambda": float(self.lam[e]),
+            "safety_score_max": float(self.attainable_mean[e]),
+            "pref_accuracy": last.get("pref_accuracy", float("nan")),
+            "safety_score": last.get("safety_score", float("nan")),
+        }
+        best = self.best_state[e]
+        return TrainOutput(
+            policy=self._policy(self.actor.member_state(e)),
+            best_policy=self._policy(best) if best is not None else None,
+            curve=[dict(r) for r in self.curves[e]],
+            info=info,
+            steps=self.step,
+            train_seconds=seconds,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _member_checkpoint(self, e: int) -> dict[str, Any]:
+        opt = self.optimizer.state_dict()
+        opt_state = {
+            slot: {k: (v[e : e + 1].clone() if v.dim() > 0 else v.clone()) for k, v in state.items()}
+            for slot, state in opt["state"].items()
+        }
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "seed": self.cells[e].spec.seed,
+            "threshold": float(self.cells[e].spec.threshold),
+            "step": self.step,
+            "params": {k: v[e : e + 1].detach().cpu().clone() for k, v in self.actor.named_parameters()},
+            "optimizer": opt_state,
+            "lambda": float(self.lam[e]),
+            "numpy_rng": self.rngs[e].bit_generator.state,
+            "torch_rng": self.generators[e].get_state(),
+            "ref_pair": None if self.ref_pair is None else self.ref_pair[e].cpu(),
+            "ref_safety": None if self.ref_safety is None else self.ref_safety[e].cpu(),
+            "attainable": float(self.attainable[e]),
+            "attainable_mean": float(self.attainable_mean[e]),
+            "best_state": self.best_state[e],
+            "best_key": self.best_key[e],
+            "curve": self.curves[e],
+            "interval": {k: v[e].cpu() for k, v in self.interval.sums.items()},
+            "interval_count": self.interval.count,
+        }
+
+    def _save(self) -> None:
+        for e, cell in enumerate(self.cells):
+            path = checkpoint_path(cell.spec.checkpoint_dir)
+            if path is not None:
+                _atomic_save(self._member_checkpoint(e), path)
+
+    def _restore(self, states: list[dict[str, Any]]) -> None:
+        for cell, state in zip(self.cells, states):
+            if state.get("version") != CHECKPOINT_VERSION or state["config"] != self.config.to_dict() or state["seed"] != cell.spec.seed:
+                raise BenchError(
+                    f"presa checkpoint in {cell.spec.checkpoint_dir} belongs to another config or seed; "
+                    "delete it (or use another checkpoint directory) to start afresh"
+                )
+        dev = self.device
+        self.step = int(states[0]["step"])
+        with torch.no_grad():
+            for name, param in self.actor.named_parameters():
+                param.copy_(torch.cat([s["params"][name] for s in states]).to(dev))
+        if states[0]["ref_pair"] is not None:
+            self.ref_pair = [s["ref_pair"].to(dev) for s in states]
+            self.ref_safety = [s["ref_safety"].to(dev) for s in states]
+            self.optimizer = self._new_optimizer()
+        opt = self.optimizer.state_dict()
+        opt["state"] = {
+            slot: {
+                k: (torch.cat([s["optimizer"][slot][k] for s in states]).to(dev) if v.dim() > 0 else v.clone())
+                for k, v in states[0]["optimizer"][slot].items()
+            }
+            for slot in states[0]["optimizer"]
+        }
+        self.optimizer.load_state_dict(opt)
+        self.lam = torch.tensor([s["lambda"] for s in states], device=dev, dtype=torch.float32)
+        for e, s in enumerate(states):
+            self.rngs[e].bit_generator.state = s["numpy_rng"]
+            self.generators[e].set_state(s["torch_rng"])
+            self.best_state[e] = s["best_state"]
+            self.best_key[e] = tuple(s["best_key"])  # type: ignore[assignment]
+            self.curves[e] = [dict(r) for r in s["curve"]]
+        self.attainable = torch.tensor([s["attainable"] for s in states], device=dev)
+        self.attainable_mean = torch.tensor([s["attainable_mean"] for s in states], device=dev)
+        self.interval = _Interval(
+            {k: torch.stack([s["interval"][k] for s in states]).to(dev) for k in states[0]["interval"]},
+            int(states[0]["interval_count"]),
+        )
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    return (
+        a.observations.shape == b.observations.shape
+        and np.array_equal(a.observations, b.observations)
+        and np.array_equal(a.actions, b.actions)
+    )
+
+
+def train_cells(cells: list[Cell], inputs_list: Sequence[TrainInputs]) -> list[TrainOutput]:
+    """Train cells as few ensembles as possible: cells resuming from different steps train apart."""
+    first = cells[0]
+    for cell, inputs in zip(cells, inputs_list):
+        if cell.config.to_dict() != first.config.to_dict():
+            diff = sorted(k for k, v in cell.config.to_dict().items() if first.config.to_dict()[k] != v)
+            raise BadInput(f"presa train_many: cells must share one config (they differ in {', '.join(diff)}); train them apart")
+        if cell.pair_index.shape[-1] != first.pair_index.shape[-1]:
+            raise BadInput("presa train_many: cells must share one feedback segment length; train them apart")
+        if not _same_data(inputs.data, inputs_list[0].data):
+            raise BadInput("presa train_many: cells must share one dataset; train them apart")
+        if cell.spec.device != first.spec.device:
+            raise BadInput("presa train_many: cells must share one device; train them apart")
+    device = _resolve_device(first.spec.device)
+    groups: dict[int, list[int]] = {}
+    for i, cell in enumerate(cells):
+        groups.setdefault(-1 if cell.resume is None else int(cell.resume["step"]), []).append(i)
+    outputs: list[TrainOutput | None] = [None] * len(cells)
+    for members in groups.values():
+        trainer = EnsembleTrainer([cells[i] for i in members], inputs_list[members[0]], device)
+        for i, out in zip(members, trainer.run()):
+            outputs[i] = out
+    return outputs  # type: ignore[return-value]
