@@ -15,6 +15,13 @@ from bench.interfaces import Algorithm
 REGISTRY: dict[str, str] = {
     "presa": "presa.algorithm:PreSa",
     "cpl": "presa.algorithm:CPL",
+    "bc-all": "baselines.bc:BCAll",
+    "bc-safe": "baselines.bc:BCSafe",
+    "cdt": "baselines.cdt:CDT",
+    "bcq-lag": "baselines.constrained:BCQLag",
+    "cpq": "baselines.constrained:CPQ",
+    "coptidice": "baselines.constrained:COptiDICE",
+    "safe-rlhf": "baselines.safe_rlhf:SafeRLHF",
 }
 
 
