@@ -1,0 +1,242 @@
+"""PreSa's trainer on a small REAL BallRun dataset: learning signal, multiplier, isolation from
+ground truth, end-to-end evaluation, checkpoint resume, batched cells, config and device errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bench import algorithms
+from bench.data import Dataset, OfflineData
+from bench.errors import BadInput
+from bench.evaluation import evaluate_policy
+from bench.interfaces import TrainInputs, TrainSpec
+from bench.profiles import get_profile
+from presa import losses
+from presa.algorithm import CPL, PreSa
+from presa.networks import EnsembleActor
+from test_presa_common import ground_truth_feedback
+
+SEGMENT = 10
+#: Small network and batch so that every test trains in about a second on one core.
+FAST = {"hidden_sizes": [32, 32], "batch_size": 16, "bc_batch_size": 160}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def make_spec(dataset: Dataset, steps: int = 30, seed: int = 0, threshold: float = 20.0, checkpoint_dir: Path | None = None,
+              log_every: int = 5, eval_every: int = 0, checkpoint_every: int = 10, **overrides: Any) -> TrainSpec:
+    profile = dataclasses.replace(
+        get_profile("smoke"), train_steps=steps, log_every=log_every, eval_every=eval_every, checkpoint_every=checkpoint_every
+    )
+    return TrainSpec(dataset.task, threshold, seed, profile, checkpoint_dir=checkpoint_dir, overrides={**FAST, **overrides})
+
+
+def make_inputs(dataset: Dataset, threshold: float = 20.0, seed: int = 0, queries: int = 300) -> TrainInputs:
+    return TrainInputs(data=dataset.learner_view(), feedback=ground_truth_feedback(dataset, threshold, SEGMENT, queries, seed))
+
+
+def params(policy: Any) -> list[torch.Tensor]:
+    return list(policy.state_dict().values())
+
+
+def test_config_defaults_overrides_and_errors(sim_dataset: Dataset) -> None:
+    spec = make_spec(sim_dataset, steps=100)
+    config = PreSa.config_for(spec)
+    assert config.alpha == 0.2 and config.bias == 0.75 and config.delta == 0.9 and config.lr == 1e-4
+    assert config.train_steps == 100 and config.warmup_steps == 30  # the profile's budget and warm-up share
+    assert config.hidden_sizes == (32, 32)
+    assert CPL.config_for(spec).use_safety is False
+    with pytest.raises(BadInput, match="unknown override 'alphaa'"):
+        PreSa.config_for(dataclasses.replace(spec, overrides={"alphaa": 1.0}))
+    with pytest.raises(BadInput, match="actor"):
+        PreSa.config_for(dataclasses.replace(spec, overrides={"actor": "stochastic"}))
+    with pytest.raises(BadInput, match="delta"):
+        PreSa.config_for(dataclasses.replace(spec, overrides={"delta": 1.5}))
+    with pytest.raises(BadInput, match="batch_size"):
+        PreSa.config_for(dataclasses.replace(spec, overrides={"batch_size": "many"}))
+    assert algorithms.get_algorithm("presa") is PreSa and algorithms.get_algorithm("cpl") is CPL
+
+
+def test_preferred_segment_score_rises(sim_dataset: Dataset) -> None:
+    torch.manual_seed(0)
+    data = sim_dataset
+    generator = torch.Generator().manual_seed(0)
+    actor = EnsembleActor([generator], data.obs_dim, data.act_dim, (32, 32), 0.0, "gaussian", -5.0, 2.0, 1.4)
+    idx = torch.as_tensor(data.segment_indices(np.array([0, 1]), np.array([0, 0]), SEGMENT))  # (2, H)
+    obs, act = torch.as_tensor(data.observations)[idx], torch.as_tensor(data.actions)[idx]
+
+    def scores() -> torch.Tensor:
+        mean, log_std = actor(obs.reshape(1, -1, data.obs_dim))
+        logp = actor.log_likelihood(mean, log_std, act.reshape(1, -1, data.act_dim)).reshape(1, 2, SEGMENT)
+        return losses.segment_score(logp, ref, 0.2, 0.99)
+
+    with torch.no_grad():
+        mean, log_std = actor(obs.reshape(1, -1, data.obs_dim))
+        ref = actor.log_likelihood(mean, log_std, act.reshape(1, -1, data.act_dim)).reshape(1, 2, SEGMENT)
+    before = scores().detach()
+    optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3)
+    for _ in range(10):
+        s = scores()
+        loss, _ = losses.cpl_loss(s[:, 0:1], s[:, 1:2], torch.ones(1, 1), bias=0.75)  # second preferred
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+    after = scores().detach()
+    assert after[0, 1] > before[0, 1]
+    assert after[0, 1] - after[0, 0] > before[0, 1] - before[0, 0] + 0.1
+
+
+def test_lambda_rises_when_violated_and_falls_to_zero_when_slack(sim_dataset: Dataset) -> None:
+    inputs = make_inputs(sim_dataset)
+    tight = PreSa().train(make_spec(sim_dataset, steps=20, delta=0.99, lambda_lr=0.5, lambda_max=100.0), inputs)
+    lambdas = [row["lambda"] for row in tight.curve if "lambda" in row]
+    assert lambdas[-1] > lambdas[0] > 1.0 and all(row["constraint_gap"] > 0 for row in tight.curve if "lambda" in row)
+    slack = PreSa().train(make_spec(sim_dataset, steps=20, delta=0.01, lambda_lr=0.5), inputs)
+    assert slack.info["final_lambda"] == 0.0
+    log_slack = PreSa().train(make_spec(sim_dataset, steps=20, delta=0.01, lambda_lr=0.5, lambda_param="log"), inputs)
+    assert 0.0 < log_slack.info["final_lambda"] < 0.1
+    fixed = PreSa().train(make_spec(sim_dataset, steps=20, delta=0.99, dual_ascent=False), inputs)
+    assert fixed.info["final_lambda"] == 1.0
+
+
+class GroundTruthTrap:
+    """Offers the learner-facing fields of a dataset; touching reward or cost fails the test."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self._view = dataset.learner_view()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("rewards", "costs", "episode_returns", "episode_costs"):
+            raise AssertionError(f"the learner read ground truth: {name}")
+        return getattr(self._view, name)
+
+
+def test_learner_never_touches_rewards_or_costs(sim_dataset: Dataset) -> None:
+    inputs = make_inputs(sim_dataset)
+    assert not hasattr(inputs.data, "rewards") and isinstance(inputs.data, OfflineData)
+    trapped = TrainInputs(data=GroundTruthTrap(sim_dataset), feedback=inputs.feedback)  # type: ignore[arg-type]
+    out = PreSa().train(make_spec(sim_dataset, steps=12), trapped)
+    assert out.steps == 12
+    with pytest.raises(BadInput, match="ground truth"):
+        PreSa().train(make_spec(sim_dataset), TrainInputs(inputs.data, inputs.feedback, dataset=sim_dataset))
+    with pytest.raises(BadInput, match="needs feedback"):
+        PreSa().train(make_spec(sim_dataset), TrainInputs(inputs.data, None))
+
+
+def test_end_to_end_train_and_evaluate(sim_dataset: Dataset) -> None:
+    evaluations: list[dict[str, float]] = []
+    logged: list[tuple[int, dict[str, float]]] = []
+
+    def evaluate(policy: Any) -> dict[str, float]:
+        summary = evaluate_policy(policy, sim_dataset.task, 20.0, episodes=2, seed=7, num_envs=2).summary()
+        evaluations.append(summary)
+        return summary
+
+    spec = dataclasses.replace(make_spec(sim_dataset, steps=30, eval_every=15), evaluate=evaluate,
+                               log=lambda step, metrics: logged.append((step, metrics)))
+    out = PreSa().train(spec, make_inputs(sim_dataset))
+    assert len(evaluations) == 2 and out.best_policy is not None and out.steps == 30
+    joint = [m for _, m in logged if m["phase_joint"] == 1.0]
+    for key in ("pref_loss", "pref_accuracy", "safety_score", "constraint_gap", "lambda", "steps_per_second"):
+        assert key in joint[-1] and np.isfinite(joint[-1][key])
+    assert 0.0 < out.info["safety_score_max"] <= 1.0
+    final = evaluate_policy(out.policy, sim_dataset.task, 20.0, episodes=2, seed=0, num_envs=2).summary()
+    assert np.isfinite(final["normalized_reward"]) and final["normalized_cost"] >= 0.0
+    actions = out.policy.act(sim_dataset.observations[:5])
+    assert actions.shape == (5, sim_dataset.act_dim) and np.all(np.abs(actions) <= 1.0)
+
+
+@pytest.mark.parametrize("actor", ["gaussian", "deterministic"])
+def test_killed_run_resumes_to_identical_numbers(sim_dataset: Dataset, tmp_path: Path, actor: str) -> None:
+    inputs = make_inputs(sim_dataset)
+    whole = PreSa().train(make_spec(sim_dataset, steps=30, checkpoint_dir=tmp_path / "whole", actor=actor), inputs)
+
+    def crash(step: int, metrics: dict[str, float]) -> None:
+        if step == 25:  # after the checkpoint at step 20, inside the joint phase
+            raise KeyboardInterrupt("killed")
+
+    spec = make_spec(sim_dataset, steps=30, checkpoint_dir=tmp_path / "killed", actor=actor)
+    with pytest.raises(KeyboardInterrupt):
+        PreSa().train(dataclasses.replace(spec, log=crash), inputs)
+    resumed = PreSa().train(spec, inputs)
+    assert resumed.info["steps_run_this_call"] == 10  # it really resumed from step 20
+    for a, b in zip(params(whole.policy), params(resumed.policy)):
+        assert torch.equal(a, b)
+    assert whole.curve == resumed.curve
+    assert whole.info["final_lambda"] == resumed.info["final_lambda"]
+
+
+def test_resume_across_the_end_of_warm_up(sim_dataset: Dataset, tmp_path: Path) -> None:
+    inputs = make_inputs(sim_dataset)
+    whole = PreSa().train(make_spec(sim_dataset, steps=30), inputs)
+
+    def crash(step: int, metrics: dict[str, float]) -> None:
+        if step == 15:
+            raise KeyboardInterrupt("killed")
+
+    spec = make_spec(sim_dataset, steps=30, checkpoint_dir=tmp_path, checkpoint_every=5)  # warm-up ends at 9
+    with pytest.raises(KeyboardInterrupt):
+        PreSa().train(dataclasses.replace(spec, log=crash), inputs)
+    resumed = PreSa().train(spec, inputs)
+    for a, b in zip(params(whole.policy), params(resumed.policy)):
+        assert torch.equal(a, b)
+
+
+def test_batched_cells_equal_cells_trained_alone(sim_dataset: Dataset) -> None:
+    cells = [(0, 10.0), (1, 20.0), (2, 40.0)]  # seeds and thresholds differ (so does the feedback)
+    specs = [make_spec(sim_dataset, steps=24, seed=s, threshold=t) for s, t in cells]
+    inputs = [make_inputs(sim_dataset, threshold=t, seed=s) for s, t in cells]
+    batched = PreSa.train_many(specs, inputs)
+    assert all(out.info["ensemble_size"] == 3 for out in batched)
+    for spec, inp, together in zip(specs, inputs, batched):
+        alone = PreSa().train(spec, inp)
+        assert alone.info["ensemble_size"] == 1
+        for a, b in zip(params(alone.policy), params(together.policy)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert together.info["final_lambda"] == pytest.approx(alone.info["final_lambda"], abs=1e-4)
+    # different seeds really are different models
+    assert not torch.allclose(params(batched[0].policy)[0], params(batched[1].policy)[0])
+    with pytest.raises(BadInput, match="share one config"):
+        PreSa.train_many([specs[0], dataclasses.replace(specs[1], overrides={**FAST, "alpha": 1.0})], inputs[:2])
+
+
+def test_cpl_ablation_needs_no_safety_labels(sim_dataset: Dataset) -> None:
+    feedback = ground_truth_feedback(sim_dataset, 20.0, SEGMENT, 200, 0)
+    no_labels = dataclasses.replace(
+        feedback, safety_episode=feedback.safety_episode[:0], safety_start=feedback.safety_start[:0], safety_label=feedback.safety_label[:0]
+    )
+    out = CPL().train(make_spec(sim_dataset, steps=15), TrainInputs(sim_dataset.learner_view(), no_labels))
+    assert all("lambda" not in row and "safety_score" not in row for row in out.curve)
+    assert any("pref_loss" in row for row in out.curve)
+    with pytest.raises(BadInput, match="no safety labels"):
+        PreSa().train(make_spec(sim_dataset, steps=15), TrainInputs(sim_dataset.learner_view(), no_labels))
+
+
+def test_device_choice(sim_dataset: Dataset) -> None:
+    inputs = make_inputs(sim_dataset)
+    out = PreSa().train(dataclasses.replace(make_spec(sim_dataset, steps=4), device="auto"), inputs)
+    assert out.steps == 4
+    if not torch.cuda.is_available():
+        with pytest.raises(BadInput, match="GPU"):
+            PreSa().train(dataclasses.replace(make_spec(sim_dataset, steps=4), device="cuda"), inputs)
+    with pytest.raises(BadInput, match="unknown device"):
+        PreSa().train(dataclasses.replace(make_spec(sim_dataset, steps=4), device="tpu"), inputs)
+
+
+def test_same_seed_same_numbers(sim_dataset: Dataset) -> None:
+    inputs = make_inputs(sim_dataset)
+    a = PreSa().train(make_spec(sim_dataset, steps=15, bc_coeff=0.5, reference_point="kto", constraint_form="log",
+                                delta_mode="relative"), inputs)
+    b = PreSa().train(make_spec(sim_dataset, steps=15, bc_coeff=0.5, reference_point="kto", constraint_form="log",
+                                delta_mode="relative"), inputs)
+    assert a.curve == b.curve
+    assert all(torch.equal(x, y) for x, y in zip(params(a.policy), params(b.policy)))
