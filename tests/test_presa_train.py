@@ -20,7 +20,7 @@ from bench.profiles import get_profile
 from presa import losses
 from presa.algorithm import CPL, PreSa
 from presa.networks import EnsembleActor
-from test_presa_common import ground_truth_feedback
+from bench.feedback import FeedbackSettings, FeedbackView, make_feedback
 
 SEGMENT = 10
 #: Small network and batch so that every test trains in about a second on one core.
@@ -42,6 +42,12 @@ def make_spec(dataset: Dataset, steps: int = 30, seed: int = 0, threshold: float
 
 def make_inputs(dataset: Dataset, threshold: float = 20.0, seed: int = 0, queries: int = 300) -> TrainInputs:
     return TrainInputs(data=dataset.learner_view(), feedback=ground_truth_feedback(dataset, threshold, SEGMENT, queries, seed))
+
+
+def ground_truth_feedback(dataset: Dataset, threshold: float, segment_length: int, queries: int, seed: int) -> FeedbackView:
+    """The project's scripted teacher (bench.feedback); the learner gets only its view."""
+    settings = FeedbackSettings(num_queries=queries, segment_length=segment_length)
+    return make_feedback(dataset, threshold, seed, settings).view()
 
 
 def params(policy: Any) -> list[torch.Tensor]:
