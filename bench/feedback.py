@@ -524,7 +524,7 @@ def _versions() -> dict[str, str]:
 
 def _dataset_provenance(dataset: "Dataset") -> dict[str, Any]:
     return {
-        "path": str(dataset.path) if dataset.path is not None else None,
+        "path": str(Path(dataset.path).resolve()) if dataset.path is not None else None,
         "hash": dataset_hash(dataset),
         "episodes": int(dataset.num_episodes),
         "transitions": int(dataset.num_transitions),
