@@ -67,7 +67,7 @@ def train_bc(spec: TrainSpec, config: BCConfig, data: dict[str, Any], name: str)
     from osrl.common.dataset import process_bc_dataset
     from osrl.common.exp_util import seed_all
 
-    steps, note = oc.resolve_steps(config, spec, name, "")
+    steps, planned, note = oc.resolve_steps(config, spec, name, "")
     seed_all(spec.seed)
     bound = oc.max_action(spec.task)  # train_bc.py makes the env right after seed_all
     with oc.quiet():
@@ -102,7 +102,7 @@ def train_bc(spec: TrainSpec, config: BCConfig, data: dict[str, Any], name: str)
 
     loop = oc.TrainingLoop(spec, model, trainer, logger, make_policy, oc.checkpoint_path(spec, f"{name}.pt"))
     result = loop.run(steps, step)
-    return oc.finish(loop, result, {"bc_mode": config.bc_mode, "bc_transitions": kept}, note, steps)
+    return oc.finish(loop, result, {"bc_mode": config.bc_mode, "bc_transitions": kept}, note, planned)
 
 
 class BCAll(_BCBase):

@@ -296,7 +296,7 @@ def train_cdt(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: st
     from baselines import oapackage_shim
 
     oapackage_shim.install()
-    steps, note = oc.resolve_steps(config, spec, name, "OSRL's 100k updates at batch 2048 need a GPU")
+    steps, planned, note = oc.resolve_steps(config, spec, name, "OSRL's 100k updates at batch 2048 need a GPU")
     episode_len = int(config.episode_len or spec.task.episode_length)
     seed_all(spec.seed)
     bound = oc.max_action(spec.task)
@@ -348,7 +348,7 @@ def train_cdt(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: st
     result = loop.run(steps, step)
     info = {"target_return": float(config.target_return), "target_cost": float(spec.threshold),
             "augmented_episodes": len(dataset.aug_data)}
-    return oc.finish(loop, result, info, note, steps)
+    return oc.finish(loop, result, info, note, planned)
 
 
 def _sequence_dataset(cls: Any, data: dict[str, Any], config: CDTConfig, linear: bool) -> Any:

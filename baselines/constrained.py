@@ -228,14 +228,14 @@ def train_constrained(
 
     if kind not in CONSTRAINED:
         raise BadInput(f"unknown constrained offline RL algorithm '{kind}' (choose from {', '.join(CONSTRAINED)})")
-    steps, note = oc.resolve_steps(config, spec, name, _GPU_NOTE)
+    steps, planned, note = oc.resolve_steps(config, spec, name, _GPU_NOTE)
     seed_all(spec.seed)
     bound = oc.max_action(spec.task)  # the scripts make the env right after seed_all
     model, trainer, logger, step, make_policy = CONSTRAINED[kind][1](spec, config, data, bound)
     loop = oc.TrainingLoop(spec, model, trainer, logger, make_policy,
                            oc.checkpoint_path(spec, checkpoint_name or f"{name}.pt"))
     result = loop.run(steps, step)
-    return oc.finish(loop, result, {"offline_rl": kind}, note, steps)
+    return oc.finish(loop, result, {"offline_rl": kind}, note, planned)
 
 
 class _Constrained(Algorithm):

@@ -154,15 +154,18 @@ def _coerce(current: Any, value: Any, key: str, algo: str) -> Any:
     return value
 
 
-def resolve_steps(config: Any, spec: TrainSpec, algo: str, gpu_note: str) -> tuple[int, str]:
-    """Gradient steps of this run and a note saying why if it is fewer than planned.
+def resolve_steps(config: Any, spec: TrainSpec, algo: str, gpu_note: str) -> tuple[int, int, str]:
+    """(steps of this run, planned steps, a note saying why if fewer were run than planned).
 
     OSRL trains 100k updates; the paper profile's train_steps is also 100k, so ``update_steps``
     defaults to ``spec.profile.train_steps`` (same budget at the paper profile, scaled down in the
     smaller profiles). ``cpu_max_steps`` caps a run on CPU for the algorithms whose full budget needs
     a GPU (measured speeds in docs/baselines.md); the cap is reported, never silent.
     """
-    planned = int(config.update_steps if config.update_steps is not None else spec.profile.train_steps)
+    try:
+        planned = int(config.update_steps if config.update_steps is not None else spec.profile.train_steps)
+    except (TypeError, ValueError):
+        raise BadInput(f"{algo}: update_steps must be an integer (got {config.update_steps!r})") from None
     if planned < 1:
         raise BadInput(f"{algo}: update_steps must be >= 1 (got {planned})")
     cap = getattr(config, "cpu_max_steps", None)
@@ -172,8 +175,8 @@ def resolve_steps(config: Any, spec: TrainSpec, algo: str, gpu_note: str) -> tup
             "(set cpu_max_steps=null to run the full budget anyway)"
         )
         log.warning(note)
-        return int(cap), note
-    return planned, ""
+        return int(cap), planned, note
+    return planned, planned, ""
 
 
 # ------------------------------------------------------------------------------------- policies
@@ -248,7 +251,11 @@ def restore_state(model: Any, trainer: Any, state: dict[str, Any]) -> None:
     with torch.no_grad():
         for key, value in state["tensors"].items():
             owner, attr = key.split(".", 1)
-            getattr(owners[owner], attr).copy_(value)
+            current = getattr(owners[owner], attr, None)
+            if isinstance(current, torch.Tensor) and current.shape == value.shape:
+                current.copy_(value)
+            else:  # created during training (e.g. COptiDICE's _lmbda = softplus(lmbda))
+                setattr(owners[owner], attr, value.clone())
     for key, value in state["objects"].items():
         owner, attr = key.split(".", 1)
         target = getattr(owners[owner], attr)
