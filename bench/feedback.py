@@ -451,6 +451,11 @@ class FeedbackSet:
     def load(cls, path: Path | str) -> "FeedbackSet":
         """Read a file written by `save` (`feedback make` / `feedback import`)."""
         path = Path(path)
+        if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+            raise FeedbackError(
+                f"{path} is a labels file, not a feedback file: turn it into one with "
+                f"`presa-bench feedback import {path} --task TASK`"
+            )
         frame, provenance, diagnostics = _read_presa_parquet(path)
         if provenance is None:
             raise FeedbackError(
