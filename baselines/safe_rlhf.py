@@ -12,7 +12,8 @@ Stage 1 (learns only from TrainInputs.data + .feedback, never from the simulator
   (TrainOutput.info: reward_model_accuracy on non-tied pairs, cost_model_accuracy).
 Stage 2: every transition is relabelled with r (standardised: BT fixes a reward only up to a shift
 and a scale) and c, and BCQ-Lag (default), CPQ or COptiDICE from osrl-lib trains on it
-(baselines/constrained.py, OSRL's defaults; settings of that stage are passed as ``rl.<name>``).
+(baselines/constrained.py, OSRL's defaults; settings of that stage are passed as ``rl.<name>``;
+``update_steps`` and ``cpu_max_steps``, which every baseline takes, mean stage 2's).
 
 Checkpoints: the two models are saved when stage 1 ends (a rerun loads them and skips it); stage 2
 checkpoints and resumes like every osrl wrapper. Both models are batched over all segments of a
@@ -117,8 +118,10 @@ class SafeRLHF(Algorithm):
 
     @classmethod
     def config_for(cls, spec: TrainSpec) -> SafeRLHFConfig:
-        config = oc.apply_overrides(SafeRLHFConfig(), {k: v for k, v in spec.overrides.items() if k != "rl"},
-                                    cls.name, skip_prefixes=(RL_PREFIX,))
+        stage2_keys = ("update_steps", "cpu_max_steps")  # the budget keys every baseline takes go to stage 2
+        config = oc.apply_overrides(
+            SafeRLHFConfig(), {k: v for k, v in spec.overrides.items() if k != "rl" and k not in stage2_keys},
+            cls.name, skip_prefixes=(RL_PREFIX,))
         if config.offline_rl not in CONSTRAINED:
             raise BadInput(f"safe-rlhf: offline_rl must be one of {', '.join(CONSTRAINED)} (got '{config.offline_rl}')")
         if not 0.0 <= config.holdout_fraction < 1.0:
@@ -127,7 +130,8 @@ class SafeRLHF(Algorithm):
             raise BadInput(f"safe-rlhf: cost_temperature must be > 0 (got {config.cost_temperature})")
         if config.model_steps is None:
             config.model_steps = max(200, spec.profile.train_steps // 5)
-        rl_overrides = {k[len(RL_PREFIX):]: v for k, v in spec.overrides.items() if k.startswith(RL_PREFIX)}
+        rl_overrides = {k: v for k, v in spec.overrides.items() if k in stage2_keys}
+        rl_overrides.update({k[len(RL_PREFIX):]: v for k, v in spec.overrides.items() if k.startswith(RL_PREFIX)})
         rl_config = CONSTRAINED[config.offline_rl][0](episode_len=spec.task.episode_length)
         oc.apply_overrides(rl_config, rl_overrides, f"safe-rlhf's {config.offline_rl} (rl.*)")
         config.rl = vars(rl_config)
