@@ -93,7 +93,10 @@ def test_stage_two_is_selectable(sim_dataset: Dataset, feedback: FeedbackView) -
     out = SafeRLHF().train(spec, TrainInputs(data=sim_dataset.learner_view(), feedback=feedback))
     assert out.info["offline_rl"] == "coptidice" and out.steps == 3
     # the budget keys every baseline takes are stage 2's
-    assert SafeRLHF.config_for(spec_for(sim_dataset, None, update_steps=7)).rl["update_steps"] == 7
+    budget = spec_for(sim_dataset, None, update_steps=7)
+    assert SafeRLHF.config_for(budget).rl["update_steps"] == 6  # rl.update_steps (TINY) wins
+    del budget.overrides["rl.update_steps"]
+    assert SafeRLHF.config_for(budget).rl["update_steps"] == 7
 
 
 def test_bad_input(sim_dataset: Dataset, feedback: FeedbackView) -> None:
