@@ -333,7 +333,7 @@ BAD_FILES = {
     "reversed pair": (good_rows() + [dict(good_rows()[0], episode_0=2, start_0=5, episode_1=0, start_1=0, label=0)], 6, "repeats the question of row 1"),
     "NaN label": (_edit(good_rows(), 1, label=float("nan")), 2, "'label' is empty"),
     "NaN episode": (_edit(good_rows(), 2, episode_1=None), 3, "'episode_1' is empty"),
-    "past the episode end": (_edit(good_rows(), 3, episode_0=2, start_0=30), 4, "runs past the end of episode 2 (45 steps)"),
+    "past the episode end": (_edit(good_rows(), 3, episode_0=2, start_0=26), 4, "runs past the end of episode 2 (45 steps)"),
     "not a whole number": (_edit(good_rows(), 0, start_0=2.5), 1, "not a whole number"),
     "unknown kind": (_edit(good_rows(), 3, kind="safe"), 4, "kind 'safe'"),
     "self comparison": (_edit(good_rows(), 0, episode_1=0, start_1=0), 1, "compares a segment with itself"),
