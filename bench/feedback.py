@@ -742,7 +742,8 @@ def import_labels(
 ) -> FeedbackSet:
     """Validate a labels file against ``dataset`` and turn it into a FeedbackSet.
 
-    ``threshold`` is only needed to compare the safety labels with the ground truth in `summary`.
+    ``threshold`` is the run's cost threshold: it lets `summary` compare the safety labels with the
+    ground truth, and a feedback file made for another threshold is refused.
     """
     path = Path(path)
     task = _task_of(dataset, task)
@@ -757,6 +758,12 @@ def import_labels(
                 f"labels file {path} was made for dataset {their_hash} "
                 f"({(file_provenance.get('dataset') or {}).get('path')}), not this one ({our_hash}, {dataset.path}); "
                 "use the dataset it was made for (--dataset) or relabel"
+            )
+        their_threshold = file_provenance.get("threshold")
+        if their_threshold is not None and threshold is not None and float(their_threshold) != float(threshold):
+            raise FeedbackError(
+                f"labels file {path} holds safety labels for threshold {their_threshold:g}, not {float(threshold):g}: "
+                "make feedback for this threshold (presa-bench feedback make --threshold)"
             )
     csv = path.suffix.lower() not in (".parquet", ".pq")
     columns = validate_labels(frame, dataset, path, csv=csv)

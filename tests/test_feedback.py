@@ -367,6 +367,8 @@ def test_label_file_for_another_dataset(mixed, large, tmp_path):
         import_labels(made, other)
     with pytest.raises(FeedbackError, match="made for task BallRun, not BallCircle"):
         import_labels(made, large)
+    with pytest.raises(FeedbackError, match="safety labels for threshold 20, not 10"):
+        import_labels(made, mixed, threshold=10.0)
 
 
 def test_unreadable_or_schema_less_files(mixed, tmp_path):
