@@ -291,7 +291,7 @@ def sample_pairs(
     first = np.empty(num_pairs, np.int64)
     second = np.empty(num_pairs, np.int64)
     todo = np.arange(num_pairs)
-    for _ in range(1000):
+    for _ in range(1000):  # each round redraws only the repeats; a handful of rounds in practice
         if not len(todo):
             break
         first[todo], second[todo] = draw(len(todo))
@@ -299,7 +299,7 @@ def sample_pairs(
         repeat = np.ones(num_pairs, bool)
         repeat[np.unique(key, return_index=True)[1]] = False
         todo = np.flatnonzero(repeat)
-    else:
+    if len(todo):
         raise FeedbackError(f"could not draw {num_pairs} distinct pairs out of {possible}: ask for fewer queries")
     chosen = np.stack([first, second], axis=1)
     return episode[chosen], start[chosen]
