@@ -264,6 +264,8 @@ def _feedback_settings(feedback_kwargs: dict[str, Any]) -> tuple[Any, Any]:
     except TypeError as exc:
         names = ", ".join(f.name for f in fields(settings_cls)) if is_dataclass(settings_cls) else "see docs/feedback.md"
         raise BadInput(f"bad feedback setting(s) {', '.join(sorted(feedback_kwargs))}: {exc}; allowed: {names}") from None
+    if hasattr(settings, "validate"):
+        settings.validate()  # bad values fail before any training, with the feedback module's message
     return (settings if feedback_kwargs else None), _config_dict(settings)
 
 
