@@ -142,8 +142,11 @@ class CDTConfig:
     target_return: float | None = None
     #: None = the profile's train_steps (OSRL: 100k = the paper profile).
     update_steps: int | None = None
-    #: Cap on CPU: at batch 2048 a step takes seconds on one core (docs/baselines.md); None = no cap.
-    cpu_max_steps: int | None = 300
+    #: Caps on CPU, where one step at batch 2048 takes about 30 s on one core of this machine
+    #: (docs/baselines.md): the batch shrinks to cpu_batch_size and the run to cpu_max_steps, and
+    #: TrainOutput.info says so. None = no cap (the full budget needs a GPU).
+    cpu_max_steps: int | None = 1_000
+    cpu_batch_size: int | None = 64
     #: OSRL's per-task episode_len; None = the task's T.
     episode_len: int | None = None
 
@@ -297,6 +300,12 @@ def train_cdt(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: st
 
     oapackage_shim.install()
     steps, planned, note = oc.resolve_steps(config, spec, name, "OSRL's 100k updates at batch 2048 need a GPU")
+    batch_size = int(config.batch_size)
+    if config.cpu_batch_size is not None and not str(spec.device).startswith("cuda") and batch_size > config.cpu_batch_size:
+        batch_size = int(config.cpu_batch_size)
+        note = (note + "; " if note else f"{name}: ") + (
+            f"batch {config.batch_size} needs a GPU; using batch {batch_size} on CPU (set cpu_batch_size=null to keep it)")
+        oc.log.warning(note)
     episode_len = int(config.episode_len or spec.task.episode_length)
     seed_all(spec.seed)
     bound = oc.max_action(spec.task)
@@ -335,7 +344,7 @@ def train_cdt(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: st
             f"{name}: OSRL's cost-weighted sampling (weight 70 - episode cost) is zero for every episode of "
             "this dataset; pass --set cost_sample=false"
         )
-    batches = oc.dataloader(dataset, config.batch_size, spec.device)
+    batches = oc.dataloader(dataset, batch_size, spec.device)
 
     def step() -> None:
         trainer.train_one_step(*[b.to(spec.device) for b in next(batches)])
@@ -347,7 +356,7 @@ def train_cdt(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: st
     loop = oc.TrainingLoop(spec, model, trainer, logger, make_policy, oc.checkpoint_path(spec, f"{name}.pt"))
     result = loop.run(steps, step)
     info = {"target_return": float(config.target_return), "target_cost": float(spec.threshold),
-            "augmented_episodes": len(dataset.aug_data)}
+            "augmented_episodes": len(dataset.aug_data), "batch_size": batch_size}
     return oc.finish(loop, result, info, note, planned)
 
 

@@ -21,8 +21,9 @@ from baselines import osrl_common as oc
 from bench.errors import BadInput
 from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
 
-#: Throughput on this project's 2-core CPU with one thread, batch 512 (docs/baselines.md): the
-#: full 100k-step budgets need a GPU; on CPU a run is capped at about ten minutes of training.
+#: Throughput on this project's shared 2-core CPU with one thread, batch 512, BallCircle (docs/baselines.md):
+#: BCQ-Lag ~1.9, CPQ ~4, COptiDICE ~10 steps/s. The full 100k-step budgets need a GPU; on CPU a run is
+#: capped at about ten minutes of training (cpu_max_steps) and says so in TrainOutput.info.
 _GPU_NOTE = "OSRL's 100k updates at batch 512 take hours on one CPU core"
 
 
@@ -56,8 +57,8 @@ class BCQLConfig:
     PID: list[float] = field(default_factory=lambda: [0.1, 0.003, 0.001])
     #: None = the profile's train_steps (OSRL: 100k = the paper profile).
     update_steps: int | None = None
-    #: Cap on CPU (about 8 steps/s measured here; see module docstring); None = no cap.
-    cpu_max_steps: int | None = 3_000
+    #: Cap on CPU (see _GPU_NOTE's comment); None = no cap.
+    cpu_max_steps: int | None = 1_000
     #: OSRL's per-task episode_len; None = the task's T.
     episode_len: int | None = None
 
@@ -86,8 +87,8 @@ class CPQConfig:
     num_qc: int = 2
     qc_scalar: float = 1.5
     update_steps: int | None = None
-    #: Cap on CPU (about 14 steps/s measured here); None = no cap.
-    cpu_max_steps: int | None = 5_000
+    #: Cap on CPU (see _GPU_NOTE's comment); None = no cap.
+    cpu_max_steps: int | None = 2_000
     episode_len: int | None = None
 
 
@@ -112,8 +113,8 @@ class COptiDICEConfig:
     num_nu: int = 2
     num_chi: int = 2
     update_steps: int | None = None
-    #: Cap on CPU (about 50 steps/s measured here); None = no cap.
-    cpu_max_steps: int | None = 20_000
+    #: Cap on CPU (see _GPU_NOTE's comment); None = no cap.
+    cpu_max_steps: int | None = 5_000
     episode_len: int | None = None
 
 

@@ -266,6 +266,13 @@ def test_cpu_cap_is_reported(sim_dataset: Dataset) -> None:
     out = BCQLag().train(spec, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     assert out.steps == 4 and out.info["planned_steps"] == 6 and out.info["budget_reduced_for_cpu"]
     assert "need a GPU" in out.info["budget_note"]
+    # CDT on CPU also shrinks OSRL's batch of 2048, and says so
+    tiny = {k: v for k, v in TINY["cdt"].items() if k != "batch_size"}
+    spec = TrainSpec(task=sim_dataset.task, threshold=THRESHOLD, seed=0, profile=tiny_profile(),
+                     overrides={"update_steps": 1, **tiny})
+    out = CDT().train(spec, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
+    assert out.info["batch_size"] == 64 and out.info["budget_reduced_for_cpu"]
+    assert "batch 2048 needs a GPU" in out.info["budget_note"]
 
 
 def test_config_defaults_follow_osrl_and_profile(sim_dataset: Dataset) -> None:
