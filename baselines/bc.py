@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from baselines import osrl_common as oc
+from bench.errors import BadInput
 from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
 
 
@@ -48,8 +49,6 @@ class _BCBase(Algorithm):
         config = BCConfig(bc_mode=cls.bc_mode, episode_len=spec.task.episode_length)
         config = oc.apply_overrides(config, spec.overrides, cls.name)
         if config.bc_mode not in ("all", "safe"):
-            from bench.errors import BadInput
-
             raise BadInput(f"{cls.name}: bc_mode must be 'all' or 'safe' (got '{config.bc_mode}')")
         return config
 
@@ -74,8 +73,6 @@ def train_bc(spec: TrainSpec, config: BCConfig, data: dict[str, Any], name: str)
         process_bc_dataset(data, spec.threshold, config.gamma, config.bc_mode)
     kept = int(len(data["observations"]))
     if kept == 0:
-        from bench.errors import BadInput
-
         raise BadInput(
             f"{name}: no episode of the dataset has cost <= {spec.threshold:g}; BC-Safe has nothing to clone "
             "(use a larger threshold or a dataset with safe episodes)"

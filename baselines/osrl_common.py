@@ -361,7 +361,8 @@ class TrainingLoop:
     model: Any
     trainer: Any
     logger: CaptureLogger
-    make_policy: Callable[[], TorchPolicy]
+    #: Builds a frozen policy from the current model (TorchPolicy, CDTPolicy: act + state_dict).
+    make_policy: Callable[[], Any]
     checkpoint: Path | None
     extra_state: dict[str, Any] = field(default_factory=dict)
 

@@ -257,6 +257,10 @@ def test_bad_input(sim_dataset: Dataset) -> None:
         BCSafe.config_for(spec)
     with pytest.raises(BadInput, match="expected a value like"):
         BCSafe.config_for(make_spec(sim_dataset, "bc-safe", 5, None, overrides={"batch_size": "many"}))
+    nothing_safe = make_spec(sim_dataset, "bc-safe", 5, None)
+    nothing_safe.threshold = -1.0
+    with pytest.raises(BadInput, match="BC-Safe has nothing to clone"):
+        BCSafe().train(nothing_safe, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     with pytest.raises(BadInput, match="ground-truth baseline"):
         BCQLag().train(make_spec(sim_dataset, "bcq-lag", 5, None), TrainInputs(data=sim_dataset.learner_view()))
 
