@@ -52,6 +52,9 @@ def test_yaml_configs_load_and_reject_unknown_keys(tmp_path):
         assert cfg.algorithms and cfg.seeds and cfg.profile in ("smoke", "quick", "paper")
     paper = sweeps.load_sweep_config(ROOT / "configs" / "paper.yaml")
     assert len(sweeps.task_names(paper.tasks)) == 29 and paper.seeds == [0, 10, 20] and paper.profile == "paper"
+    assert "presa" in paper.algorithms and len(paper.algorithms) > 1
+    # every algorithm the configs name is registered: the paper grid expands fully
+    assert len(sweeps.expand(paper)) == 29 * 3 * 3 * len(paper.algorithms)
     bad = tmp_path / "bad.yaml"
     bad.write_text("tasks: [BallRun]\nseed: [0]\n")
     with pytest.raises(BadInput, match="unknown key.*seed"):
