@@ -86,6 +86,12 @@ class PreSaConfig:
     #: "mean": constrain mean_j v_j >= delta (the paper's S); "log": mean_j log v_j >= log delta,
     #: whose gradient does not vanish on badly scored segments. [inferred]
     constraint_form: str = "mean"
+    #: Weight of unsafe segments in S relative to safe ones (1 = the paper's plain mean). [TraC's
+    #: eta: 0.25 on Bullet; inferred for PreSa]
+    unsafe_weight: float = 1.0
+    #: Also scale unsafe segments' weight by n_safe / n_unsafe of the batch, so each class counts
+    #: by its weight rather than its frequency. [TraC: class-balanced weights; inferred]
+    balance_labels: bool = False
     #: Initial multiplier. [PreSa reviews: tuned initial value; 1.0]
     lambda_init: float = 1.0
     #: Multiplier step size eta_lambda. [PreSa reviews: tuned; reference notes suggest 1e-3..1e-2]
@@ -128,6 +134,7 @@ class PreSaConfig:
             ("lambda_lr", self.lambda_lr >= 0, ">= 0"),
             ("lambda_max", self.lambda_max > 0, "> 0"),
             ("bc_coeff", self.bc_coeff >= 0, ">= 0"),
+            ("unsafe_weight", self.unsafe_weight > 0, "> 0"),
             ("log_std_min", self.log_std_min < self.log_std_max, "< log_std_max"),
             ("hidden_sizes", len(self.hidden_sizes) > 0 and all(h > 0 for h in self.hidden_sizes), "non-empty positive widths"),
         ]

@@ -67,13 +67,35 @@ def log_safety_values(score: torch.Tensor, label: torch.Tensor, z0: torch.Tensor
     return label * F.logsigmoid(score - z0) + (1.0 - label) * F.logsigmoid(z0 - score)
 
 
-def safety_score(score: torch.Tensor, label: torch.Tensor, z0: torch.Tensor | float = 0.0, form: str = "mean") -> torch.Tensor:
-    """S(theta): the mean of the values ("mean", the paper's Eq. 11) or of their logs ("log")."""
+def label_weights(label: torch.Tensor, unsafe_weight: float = 1.0, balance: bool = False) -> torch.Tensor:
+    """Per-segment weights of the safety score: 1 for safe segments, ``unsafe_weight`` for unsafe ones,
+    times n_safe / n_unsafe (over the last axis) with ``balance``. TraC weighs its undesirable class
+    by eta * n_desirable / n_undesirable with eta = 0.25 on Bullet tasks."""
+    unsafe = 1.0 - label
+    scale = torch.full_like(label[..., :1], unsafe_weight)
+    if balance:
+        scale = scale * label.sum(dim=-1, keepdim=True) / unsafe.sum(dim=-1, keepdim=True).clamp(min=1.0)
+    return label + unsafe * scale
+
+
+def safety_score(
+    score: torch.Tensor,
+    label: torch.Tensor,
+    z0: torch.Tensor | float = 0.0,
+    form: str = "mean",
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """S(theta): the (weighted) mean of the values ("mean", the paper's Eq. 11) or of their logs
+    ("log", which is minus TraC's weighted cross-entropy). Without weights a plain mean."""
     if form == "mean":
-        return safety_values(score, label, z0).mean(dim=-1)
-    if form == "log":
-        return log_safety_values(score, label, z0).mean(dim=-1)
-    raise ValueError(f"unknown constraint form {form!r}")
+        values = safety_values(score, label, z0)
+    elif form == "log":
+        values = log_safety_values(score, label, z0)
+    else:
+        raise ValueError(f"unknown constraint form {form!r}")
+    if weights is None:
+        return values.mean(dim=-1)
+    return (weights * values).sum(dim=-1) / weights.sum(dim=-1).clamp(min=1e-12)
 
 
 def constraint_target(delta: float, form: str, attainable: torch.Tensor | None = None) -> torch.Tensor | float:
@@ -127,10 +149,16 @@ def attainable_safety(
     max_logp: float,
     normalise: bool = False,
     form: str = "mean",
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The largest S the actor can reach on these labelled segments (z0 = 0): safe segments at their
-    maximal score (log pi = max_logp at every step), unsafe ones at score -> -inf (value 1)."""
+    maximal score (log pi = max_logp at every step), unsafe ones at score -> -inf (value 1). Each
+    segment is bounded separately, so this is an upper bound of what one policy reaches on all."""
     best_score = segment_score(torch.full_like(ref_logp, max_logp), ref_logp, alpha, gamma, normalise)
     if form == "mean":
-        return (label * torch.sigmoid(best_score) + (1.0 - label)).mean(dim=-1)
-    return (label * F.logsigmoid(best_score)).mean(dim=-1)
+        values = label * torch.sigmoid(best_score) + (1.0 - label)
+    else:
+        values = label * F.logsigmoid(best_score)
+    if weights is None:
+        return values.mean(dim=-1)
+    return (weights * values).sum(dim=-1) / weights.sum(dim=-1)

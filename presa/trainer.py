@@ -202,14 +202,15 @@ class EnsembleTrainer:
         self.ref_pair = [self._member_logp(e, self.pair_index[e]) for e in range(self.members)]
         self.ref_safety = [self._member_logp(e, self.safety_index[e]) for e in range(self.members)]
         normalise = c.score_norm == "mean"
-        self.attainable = torch.stack([
-            losses.attainable_safety(self.ref_safety[e], self.safety_label[e], c.alpha, c.gamma, self.max_logp, normalise, c.constraint_form)
-            for e in range(self.members)
-        ])
-        self.attainable_mean = torch.stack([
-            losses.attainable_safety(self.ref_safety[e], self.safety_label[e], c.alpha, c.gamma, self.max_logp, normalise, "mean")
-            for e in range(self.members)
-        ])
+
+        def attainable(e: int, form: str) -> torch.Tensor:
+            weights = losses.label_weights(self.safety_label[e], c.unsafe_weight, c.balance_labels)
+            return losses.attainable_safety(
+                self.ref_safety[e], self.safety_label[e], c.alpha, c.gamma, self.max_logp, normalise, form, weights
+            )
+
+        self.attainable = torch.stack([attainable(e, c.constraint_form) for e in range(self.members)])
+        self.attainable_mean = torch.stack([attainable(e, "mean") for e in range(self.members)])
         self.optimizer = self._new_optimizer()  # the joint phase starts with fresh Adam moments
 
     def _target(self) -> torch.Tensor | float:
@@ -271,11 +272,14 @@ class EnsembleTrainer:
             safety_label = torch.stack([self.safety_label[e][safety_rows[e]] for e in range(E)])
             s_score = losses.segment_score(safety_logp, ref_safety, c.alpha, c.gamma, normalise)
             z0 = losses.kto_reference_point(s_score) if c.reference_point == "kto" else 0.0
-            constraint_s = losses.safety_score(s_score, safety_label, z0, c.constraint_form)
+            weights = None
+            if c.unsafe_weight != 1.0 or c.balance_labels:
+                weights = losses.label_weights(safety_label, c.unsafe_weight, c.balance_labels)
+            constraint_s = losses.safety_score(s_score, safety_label, z0, c.constraint_form, weights)
             target = self._target()
             objective = losses.lagrangian(pref_loss, constraint_s, self.lam, target)
             gap = (target - constraint_s).detach()
-            metrics["safety_score"] = losses.safety_score(s_score, safety_label, z0, "mean").detach()
+            metrics["safety_score"] = losses.safety_score(s_score, safety_label, z0, "mean", weights).detach()
             metrics["constraint_gap"] = gap
         if c.bc_coeff > 0:
             bc_loss = -logp[:, offset:].mean(dim=-1)

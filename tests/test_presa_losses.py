@@ -108,3 +108,16 @@ def test_attainable_safety_hand_computed() -> None:
     assert s_log.item() == pytest.approx(math.log(sigmoid(1.0)) / 2)
     assert losses.max_log_likelihood("deterministic", 2, -5.0) == 0.0
     assert losses.max_log_likelihood("gaussian", 2, -5.0) == pytest.approx(2 * (5.0 - 0.5 * math.log(2 * math.pi)))
+
+
+def test_label_weights_and_weighted_score() -> None:
+    label = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    assert losses.label_weights(label).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert losses.label_weights(label, 0.25).tolist() == pytest.approx([1.0, 0.25, 0.25, 0.25])
+    # balanced: unsafe weight 0.25 * n_safe / n_unsafe = 0.25 / 3 (TraC's lambda_u)
+    assert losses.label_weights(label, 0.25, balance=True).tolist() == pytest.approx([1.0, 0.25 / 3, 0.25 / 3, 0.25 / 3])
+    score = torch.tensor([1.0, -2.0, 0.0, 3.0])
+    w = losses.label_weights(label, 0.5)
+    values = [sigmoid(1.0), sigmoid(2.0), sigmoid(0.0), sigmoid(-3.0)]
+    expected = (values[0] + 0.5 * sum(values[1:])) / 2.5
+    assert losses.safety_score(score, label, 0.0, "mean", w).item() == pytest.approx(expected)

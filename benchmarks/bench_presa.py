@@ -1,0 +1,172 @@
+"""Throughput of PreSa's joint-phase gradient step (1, 3, 10 seeds batched) against OSRL's BC.
+
+A benchmark script, not a test. Both sides see the same data on the same thread count:
+- PreSa: presa.trainer.EnsembleTrainer after the warm-up (reference frozen), one gradient step =
+  batch_size preference pairs (2 x H state-action pairs each) + batch_size safety segments (H each);
+- OSRL BC: osrl.algorithms.BC + BCTrainer.train_one_step on a batch with the SAME number of
+  state-action pairs, and on OSRL's default batch (512), same [256, 256] MLP.
+GFLOP/s counts the dense layers only: 2 * sum(fan_in * fan_out) flops per sample forward,
+x3 for forward + backward.
+
+Usage: .venv/bin/python benchmarks/bench_presa.py [--task BallCircle] [--threads 1] [--seconds 8]
+Uses the task's shipped/DSRL dataset if one is found, else 30 random-action episodes of the real simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import bench  # noqa: F401  (compat patches before dsrl/osrl)
+
+
+def load_data(task_name: str) -> Any:
+    from bench.data import from_arrays, load_task_dataset
+    from bench.envs import make_env
+    from bench.errors import DatasetError
+    from bench.tasks import get_task
+
+    task = get_task(task_name)
+    try:
+        return load_task_dataset(task), "dataset"
+    except DatasetError:
+        pass
+    env = make_env(task)
+    rng = np.random.default_rng(0)
+    rows: dict[str, list[Any]] = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")}
+    for ep in range(30):
+        np.random.seed(ep)
+        obs, _ = env.reset(seed=ep)
+        done = False
+        while not done:
+            action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+            nxt, r, term, trunc, info = env.step(action)
+            for k, v in zip(rows, (obs, nxt, action, r, info.get("cost", 0.0), term, trunc and not term)):
+                rows[k].append(v)
+            obs, done = nxt, term or trunc
+    return from_arrays({k: np.asarray(v) for k, v in rows.items()}, task), "30 random-action episodes"
+
+
+def timed(step: Callable[[], Any], seconds: float, warmup: int = 3) -> tuple[float, int]:
+    """Steps per second of ``step`` measured over about ``seconds`` after a few warm-up calls."""
+    for _ in range(warmup):
+        step()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        step()
+        count += 1
+    return count / (time.perf_counter() - started), count
+
+
+def dense_flops(sizes: list[int]) -> int:
+    return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="BallCircle")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seeds", default="1,3,10")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default="", help="also write the numbers to this file")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from bench.feedback import FeedbackSettings, make_feedback
+    from bench.interfaces import TrainInputs, TrainSpec
+    from bench.profiles import get_profile
+    from presa.algorithm import PreSa
+    from presa.trainer import EnsembleTrainer, _resolve_device, build_cell
+
+    dataset, source = load_data(args.task)
+    task = dataset.task
+    length = FeedbackSettings().resolve(task).segment_length
+    distinct = len(dataset.segment_starts(length)[0])
+    # the paper's 10k queries where the data has that many distinct segments (the batch cost does not depend on it)
+    settings = FeedbackSettings(num_queries=min(10_000, distinct // 2))
+    feedback = make_feedback(dataset, task.thresholds[1], 0, settings).view()
+    inputs = TrainInputs(dataset.learner_view(), feedback)
+    profile = dataclasses.replace(get_profile("paper"), log_every=10**9, eval_every=0, checkpoint_every=10**9)
+    device = _resolve_device(args.device)
+    results: dict[str, Any] = {
+        "task": task.name, "data": source, "transitions": dataset.num_transitions, "threads": args.threads,
+        "device": str(device), "segment_length": feedback.segment_length, "torch": torch.__version__,
+    }
+    config = None
+    presa_rows = []
+    for seeds in [int(s) for s in args.seeds.split(",")]:
+        specs = [TrainSpec(task, task.thresholds[1], s, profile, device=str(device)) for s in range(seeds)]
+        cells = [build_cell(spec, PreSa.config_for(spec), inputs) for spec in specs]
+        config = cells[0].config
+        trainer = EnsembleTrainer(cells, inputs, device)
+        t0 = time.perf_counter()
+        trainer._freeze_reference()
+        reference_seconds = time.perf_counter() - t0
+
+        def step() -> None:
+            trainer._joint_step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        rate, count = timed(step, args.seconds)
+        presa_rows.append({"seeds": seeds, "steps_per_second": rate, "seed_steps_per_second": rate * seeds,
+                           "measured_steps": count, "reference_seconds": reference_seconds})
+    assert config is not None
+    H = feedback.segment_length
+    pairs_per_step = config.batch_size * 3 * H  # 2H per preference pair + H per safety segment
+    out_dim = dataset.act_dim * (2 if config.actor == "gaussian" else 1)
+    presa_flops = 3 * dense_flops([dataset.obs_dim, *config.hidden_sizes, out_dim]) * pairs_per_step
+    single = presa_rows[0]["seed_steps_per_second"]
+    for row in presa_rows:
+        row["speedup_vs_sequential"] = row["seed_steps_per_second"] / single
+        row["gflops"] = row["seed_steps_per_second"] * presa_flops / 1e9
+    results["presa"] = presa_rows
+    results["state_action_pairs_per_seed_step"] = pairs_per_step
+
+    from osrl.algorithms import BC, BCTrainer
+
+    bc_rows = []
+    obs_t = torch.as_tensor(dataset.observations, device=device)
+    act_t = torch.as_tensor(dataset.actions, device=device)
+    bc_flops_per_sample = 3 * dense_flops([dataset.obs_dim, *config.hidden_sizes, dataset.act_dim])
+    for batch in (pairs_per_step, 512):
+        torch.manual_seed(0)
+        model = BC(dataset.obs_dim, dataset.act_dim, 1.0, list(config.hidden_sizes), task.episode_length, str(device))
+        trainer_bc = BCTrainer(model, env=None, actor_lr=config.lr, device=str(device))
+        gen = np.random.default_rng(0)
+
+        def bc_step() -> None:
+            idx = torch.as_tensor(gen.integers(len(obs_t), size=batch), device=device)
+            trainer_bc.train_one_step(obs_t[idx], act_t[idx])
+
+        rate, count = timed(bc_step, args.seconds)
+        bc_rows.append({"batch": batch, "steps_per_second": rate, "measured_steps": count,
+                        "gflops": rate * batch * bc_flops_per_sample / 1e9})
+    results["osrl_bc"] = bc_rows
+    same = bc_rows[0]["steps_per_second"]
+    results["presa_step_cost_vs_bc_same_pairs"] = same / presa_rows[0]["steps_per_second"]
+
+    print(f"data: {task.name} ({source}, {dataset.num_transitions} transitions), H={H}, threads={args.threads}, device={device}")
+    print(f"PreSa step = {config.batch_size} pairs + {config.batch_size} safety segments = {pairs_per_step} state-action pairs per seed")
+    for row in presa_rows:
+        print(f"  PreSa {row['seeds']:>2} seed(s): {row['steps_per_second']:7.2f} steps/s, {row['seed_steps_per_second']:7.2f} seed-steps/s, "
+              f"x{row['speedup_vs_sequential']:.2f} vs one after another, {row['gflops']:.1f} GFLOP/s "
+              f"(reference log-likelihoods once: {row['reference_seconds']:.2f} s)")
+    for row in bc_rows:
+        print(f"  OSRL BC batch {row['batch']:>5}: {row['steps_per_second']:7.2f} steps/s, {row['gflops']:.1f} GFLOP/s")
+    print(f"one PreSa step costs {results['presa_step_cost_vs_bc_same_pairs']:.2f} OSRL BC steps on the same number of state-action pairs")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
