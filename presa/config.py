@@ -45,8 +45,12 @@ class PreSaConfig:
     init_gain: float = math.sqrt(2.0)
 
     # --- optimisation --------------------------------------------------------------------------
-    #: Adam learning rate of the policy. [TraC/CPL: 1e-4]
+    #: Adam learning rate of the policy in the joint phase. [TraC/CPL: 1e-4; TraC also ramps it up
+    #: from 0.1x over the first 10k joint steps]
     lr: float = 1e-4
+    #: Learning rate of the BC warm-up; 0 = lr. Short budgets need a larger one for BC to converge
+    #: (measured: 600 BC steps at 1e-4 leave the reference far below BC-All). [TraC/CPL: = lr]
+    warmup_lr: float = 0.0
     #: Preference pairs (and, separately, labelled safety segments) per gradient step. [TraC/CPL: 96]
     batch_size: int = 96
     #: Transitions per behaviour-cloning step; 0 = batch_size * segment_length (as many state-action
@@ -86,6 +90,9 @@ class PreSaConfig:
     #: "mean": constrain mean_j v_j >= delta (the paper's S); "log": mean_j log v_j >= log delta,
     #: whose gradient does not vanish on badly scored segments. [inferred]
     constraint_form: str = "mean"
+    #: Temperature of the score inside the safety term; 0 = alpha. A larger value lets sigmoid(score)
+    #: reach delta with a smaller change of the policy (KTO's beta plays this role). [inferred]
+    safety_alpha: float = 0.0
     #: Weight of unsafe segments in S relative to safe ones (1 = the paper's plain mean). [TraC's
     #: eta: 0.25 on Bullet; inferred for PreSa]
     unsafe_weight: float = 1.0
@@ -124,6 +131,7 @@ class PreSaConfig:
         checks = [
             ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
             ("lr", self.lr > 0, "> 0"),
+            ("warmup_lr", self.warmup_lr >= 0, ">= 0"),
             ("batch_size", self.batch_size > 0, "> 0"),
             ("bc_batch_size", self.bc_batch_size >= 0, ">= 0"),
             ("gamma", 0.0 < self.gamma <= 1.0, "in (0, 1]"),
@@ -135,6 +143,7 @@ class PreSaConfig:
             ("lambda_max", self.lambda_max > 0, "> 0"),
             ("bc_coeff", self.bc_coeff >= 0, ">= 0"),
             ("unsafe_weight", self.unsafe_weight > 0, "> 0"),
+            ("safety_alpha", self.safety_alpha > 0, "> 0"),
             ("log_std_min", self.log_std_min < self.log_std_max, "< log_std_max"),
             ("hidden_sizes", len(self.hidden_sizes) > 0 and all(h > 0 for h in self.hidden_sizes), "non-empty positive widths"),
         ]
@@ -198,6 +207,8 @@ def resolve_config(
             setattr(config, key, _coerce(key, getattr(config, key), value))
     if config.alpha == 0.0:
         config.alpha = SUITE_ALPHA.get(suite, 0.2)
+    if config.safety_alpha == 0.0:
+        config.safety_alpha = config.alpha
     if config.train_steps == 0:
         config.train_steps = int(train_steps)
     if config.warmup_steps < 0:

@@ -157,7 +157,7 @@ class EnsembleTrainer:
             self.generators, data.obs_dim, data.act_dim, config.hidden_sizes, config.dropout, config.actor,
             config.log_std_min, config.log_std_max, config.init_gain, device,
         )
-        self.optimizer = self._new_optimizer()
+        self.optimizer = self._new_optimizer(warmup=self.warmup_steps > 0)
         self.lam = torch.full((self.members,), float(config.lambda_init), device=device)
         self.step = 0
         self.ref_pair: list[torch.Tensor] | None = None
@@ -173,9 +173,10 @@ class EnsembleTrainer:
             self._restore([c.resume for c in cells])  # type: ignore[misc]
 
     # ------------------------------------------------------------------ setup
-    def _new_optimizer(self) -> torch.optim.Adam:
+    def _new_optimizer(self, warmup: bool = False) -> torch.optim.Adam:
+        lr = (self.config.warmup_lr or self.config.lr) if warmup else self.config.lr
         # foreach=False: the plain per-tensor loop, whose numbers do not depend on tensor grouping
-        return torch.optim.Adam(self.actor.parameters(), lr=self.config.lr, foreach=False)
+        return torch.optim.Adam(self.actor.parameters(), lr=lr, foreach=False)
 
     def _member_logp(self, member: int, index: torch.Tensor) -> torch.Tensor:
         """log pi of member ``member`` (no dropout) on the transitions ``index`` (any shape), chunked."""
@@ -206,7 +207,7 @@ class EnsembleTrainer:
         def attainable(e: int, form: str) -> torch.Tensor:
             weights = losses.label_weights(self.safety_label[e], c.unsafe_weight, c.balance_labels)
             return losses.attainable_safety(
-                self.ref_safety[e], self.safety_label[e], c.alpha, c.gamma, self.max_logp, normalise, form, weights
+                self.ref_safety[e], self.safety_label[e], c.safety_alpha, c.gamma, self.max_logp, normalise, form, weights
             )
 
         self.attainable = torch.stack([attainable(e, c.constraint_form) for e in range(self.members)])
@@ -270,7 +271,7 @@ class EnsembleTrainer:
             offset += B * H
             ref_safety = torch.stack([self.ref_safety[e][safety_rows[e]] for e in range(E)])
             safety_label = torch.stack([self.safety_label[e][safety_rows[e]] for e in range(E)])
-            s_score = losses.segment_score(safety_logp, ref_safety, c.alpha, c.gamma, normalise)
+            s_score = losses.segment_score(safety_logp, ref_safety, c.safety_alpha, c.gamma, normalise)
             z0 = losses.kto_reference_point(s_score) if c.reference_point == "kto" else 0.0
             weights = None
             if c.unsafe_weight != 1.0 or c.balance_labels:
