@@ -1,5 +1,6 @@
 """safe-rlhf: loss values by hand, calibration, end to end on real BallRun data with the scripted
-teacher's feedback (no ground truth handed to the learner), phase checkpoint, stage-2 choice, bad input."""
+teacher's feedback (no ground truth handed to the learner), phase checkpoint, stage-2 choice, bad input;
+and a baseline of each kind (safe-rlhf, bc-safe) run through the harness by its registry name."""
 
 from __future__ import annotations
 
@@ -106,3 +107,29 @@ def test_bad_input(sim_dataset: Dataset, feedback: FeedbackView) -> None:
         SafeRLHF.config_for(spec_for(sim_dataset, None, **{"rl.criticlr": 1.0}))
     with pytest.raises(FeedbackError, match="got no feedback"):
         SafeRLHF().train(spec_for(sim_dataset, None), TrainInputs(data=sim_dataset.learner_view()))
+
+
+@pytest.mark.parametrize("algo", ["bc-safe", "safe-rlhf"])
+def test_runs_through_the_harness(algo: str, sim_dataset_path: Path, tmp_path: Path) -> None:
+    """Registry name -> runner -> feedback (safe-rlhf) / ground truth (bc-safe) -> stored cell with our info."""
+    from bench import algorithms, runner
+
+    assert algorithms.get_algorithm(algo).name == algo
+    sets = {"update_steps": 4}
+    if algo == "safe-rlhf":
+        sets.update({"model_steps": 20, "hidden_sizes": [16], "rl.batch_size": 16, "rl.a_hidden_sizes": [16],
+                     "rl.c_hidden_sizes": [16], "rl.vae_hidden_sizes": 16})
+    else:
+        sets.update({"batch_size": 16, "a_hidden_sizes": [16]})
+    spec = runner.CellSpec(task="BallRun", algorithm=algo, threshold=THRESHOLD, profile="smoke",
+                           dataset=str(sim_dataset_path), num_queries=100, device="cpu",
+                           overrides=tuple(sorted(sets.items())))
+    outcome = runner.run_cell(spec, tmp_path)
+    assert outcome.status == "done" and np.isfinite(outcome.summary["final"]["normalized_cost"])
+    if algo == "safe-rlhf":
+        import json
+
+        import pandas as pd
+
+        info = json.loads(pd.read_parquet(outcome.path).iloc[0].info_json)
+        assert 0.0 <= info["reward_model_accuracy"] <= 1.0 and info["offline_rl"] == "bcq-lag"
