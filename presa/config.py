@@ -35,9 +35,10 @@ class PreSaConfig:
     #: Dropout after each hidden layer during training. [TraC/CPL: 0.25]
     dropout: float = 0.25
     #: "deterministic": log pi(a|s) = -||mu(s) - a||^2 (CPL/TraC code); "gaussian": a learned
-    #: state-dependent log-std, log pi unbounded above so that safe segments' scores can grow.
-    #: [inferred; the measured failure of the deterministic actor is in docs/presa.md]
-    actor: str = "gaussian"
+    #: state-dependent log-std (log pi unbounded above). [CPL/TraC: deterministic. Measured on
+    #: BallCircle (docs/presa.md): the Gaussian raises S by shrinking its std instead of moving its
+    #: mean, and ends unsafe]
+    actor: str = "deterministic"
     #: Bounds of the Gaussian actor's log-std (soft-clamped with tanh). [CPL's DiagonalGaussian: -5, 2]
     log_std_min: float = -5.0
     log_std_max: float = 2.0
@@ -87,9 +88,10 @@ class PreSaConfig:
     #: KTO/HALO reference point z0 in v = sigmoid(+-(score - z0)): "zero" (TraC) or "kto" (the
     #: detached batch mean of the scores, clamped at >= 0, as KTO's KL estimate). [KTO; inferred]
     reference_point: str = "zero"
-    #: "mean": constrain mean_j v_j >= delta (the paper's S); "log": mean_j log v_j >= log delta,
-    #: whose gradient does not vanish on badly scored segments. [inferred]
-    constraint_form: str = "mean"
+    #: "mean": constrain mean_j v_j >= delta (the paper's S); "log": mean_j log v_j >= log delta
+    #: (minus TraC's cross-entropy; its gradient does not vanish on badly scored segments).
+    #: [inferred; measured on BallCircle: the mean form leaves the policy unsafe, the log form not]
+    constraint_form: str = "log"
     #: Temperature of the score inside the safety term; 0 = alpha. A larger value lets sigmoid(score)
     #: reach delta with a smaller change of the policy (KTO's beta plays this role). [inferred]
     safety_alpha: float = 0.0
@@ -106,8 +108,10 @@ class PreSaConfig:
     #: "projected": lambda <- clip(lambda + eta (delta - S), 0, lambda_max); "log": log lambda <-
     #: log lambda + eta (delta - S) (always positive, multiplicative). [inferred]
     lambda_param: str = "projected"
-    #: Upper bound of lambda (inf = none); a cap stops an infeasible constraint from running away. [inferred]
-    lambda_max: float = 10.0
+    #: Upper bound of lambda. S >= delta was never attained on BallCircle, so dual ascent drives lambda
+    #: to this cap and the cap sets the trade-off: 10 collapsed the policy (reward 0.1, cost 0),
+    #: 1 kept it safe with reward above BC-Safe (docs/presa.md). [inferred, measured]
+    lambda_max: float = 1.0
     #: False = keep lambda at lambda_init (the "fixed lambda" ablation). [ablation]
     dual_ascent: bool = True
 
