@@ -296,9 +296,10 @@ def plot_reward_cost(cells, out_dir: Path) -> list[Path]:  # type: ignore[no-unt
         ax.set_ylabel("normalized reward")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    # one legend from the palette: a method absent from the first task still appears
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=palette[m], markeredgecolor="black", label=m) for m in methods]
     fig.tight_layout()
-    fig.legend(handles, labels, loc="lower center", ncol=len(methods), bbox_to_anchor=(0.5, 1.0))
+    fig.legend(handles=handles, loc="lower center", ncol=len(methods), bbox_to_anchor=(0.5, 1.0))
     paths = _save(fig, out_dir, "reward_vs_cost")
     plt.close(fig)
     return paths
@@ -347,6 +348,7 @@ def plot_learning_curves(curves, out_dir: Path) -> list[Path]:  # type: ignore[n
         return []
     fig, axes = plt.subplots(len(tasks), len(panels), figsize=(4.2 * len(panels), 3.0 * len(tasks)), squeeze=False)
     methods = method_order(curves["algorithm"])
+    colors = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * (1 + len(methods) // 10)))
     for i, task in enumerate(tasks):
         for j, (title, metric) in enumerate(panels):
             ax = axes[i, j]
@@ -356,13 +358,15 @@ def plot_learning_curves(curves, out_dir: Path) -> list[Path]:  # type: ignore[n
                 if m.empty:
                     continue
                 mean = m.groupby("step")["value"].mean()
-                ax.plot(mean.index, mean.to_numpy(), label=method)
+                ax.plot(mean.index, mean.to_numpy(), label=method, color=colors[method])
             if title == "cost":
                 ax.axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
             ax.set_title(f"{task}: {title}")
             ax.set_xlabel("gradient step")
-    axes[0, 0].legend(fontsize=8)
+    # one legend for all panels: a method may log only some metrics (lambda: PreSa only)
+    handles = [plt.Line2D([], [], color=colors[m], label=m) for m in methods]
     fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", ncol=len(methods), bbox_to_anchor=(0.5, 1.0))
     paths = _save(fig, out_dir, "learning_curves")
     plt.close(fig)
     return paths
