@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--seeds", default="1,3,10")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=0, help="PreSa segments per batch (0 = the config's 96)")
     parser.add_argument("--json", default="", help="also write the numbers to this file")
     args = parser.parse_args()
 
@@ -95,6 +96,7 @@ def main() -> None:
     feedback = make_feedback(dataset, task.thresholds[1], 0, settings).view()
     inputs = TrainInputs(dataset.learner_view(), feedback)
     profile = dataclasses.replace(get_profile("paper"), log_every=10**9, eval_every=0, checkpoint_every=10**9)
+    overrides = {"batch_size": args.batch_size} if args.batch_size else {}
     device = _resolve_device(args.device)
     results: dict[str, Any] = {
         "task": task.name, "data": source, "transitions": dataset.num_transitions, "threads": args.threads,
@@ -103,7 +105,7 @@ def main() -> None:
     config = None
     presa_rows = []
     for seeds in [int(s) for s in args.seeds.split(",")]:
-        specs = [TrainSpec(task, task.thresholds[1], s, profile, device=str(device)) for s in range(seeds)]
+        specs = [TrainSpec(task, task.thresholds[1], s, profile, device=str(device), overrides=overrides) for s in range(seeds)]
         cells = [build_cell(spec, PreSa.config_for(spec), inputs) for spec in specs]
         config = cells[0].config
         trainer = EnsembleTrainer(cells, inputs, device)
