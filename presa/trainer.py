@@ -352,14 +352,16 @@ class EnsembleTrainer:
         return ActorPolicy(state, self.config.hidden_sizes, self.actor.act_dim, self.config.actor)
 
     def _output(self, e: int, seconds: float, steps_run: int) -> TrainOutput:
-        last = {k: v for k, v in (self.curves[e][-1] if self.curves[e] else {}).items()}
+        def last(key: str) -> float:
+            return next((row[key] for row in reversed(self.curves[e]) if key in row), float("nan"))
+
         info: dict[str, Any] = {
             "ensemble_size": self.members,
             "steps_run_this_call": steps_run,
             "final_lambda": float(self.lam[e]),
             "safety_score_max": float(self.attainable_mean[e]),
-            "pref_accuracy": last.get("pref_accuracy", float("nan")),
-            "safety_score": last.get("safety_score", float("nan")),
+            "pref_accuracy": last("pref_accuracy"),
+            "safety_score": last("safety_score"),
         }
         best = self.best_state[e]
         return TrainOutput(

@@ -159,6 +159,7 @@ def test_end_to_end_train_and_evaluate(sim_dataset: Dataset) -> None:
     for key in ("pref_loss", "pref_accuracy", "safety_score", "constraint_gap", "lambda", "steps_per_second"):
         assert key in joint[-1] and np.isfinite(joint[-1][key])
     assert 0.0 < out.info["safety_score_max"] <= 1.0
+    assert np.isfinite(out.info["pref_accuracy"]) and np.isfinite(out.info["safety_score"])  # last row is an eval row
     final = evaluate_policy(out.policy, sim_dataset.task, 20.0, episodes=2, seed=0, num_envs=2).summary()
     assert np.isfinite(final["normalized_reward"]) and final["normalized_cost"] >= 0.0
     actions = out.policy.act(sim_dataset.observations[:5])
