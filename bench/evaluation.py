@@ -10,6 +10,12 @@ exactly the numbers of a one-env-at-a-time loop (tests/test_evaluation.py checks
 Scores follow DSRL: per episode, normalized reward (R - R_min) / (R_max - R_min) and normalized cost
 (C + eps) / (kappa + eps) (eps = 1 only for kappa = 0), then averaged; see Task.normalize, checked
 against dsrl's own ``env.unwrapped.get_normalized_score``.
+
+History-dependent policies (e.g. CDT, conditioned on the return- and cost-to-go, as in OSRL's
+evaluation) may implement two optional methods, called by duck typing:
+``begin(num_envs)`` before a batch of episodes starts, and ``observe(rewards, costs, done)`` after
+every ``act`` with the rewards, costs and end flags of exactly the rows that ``act`` got; rows with
+``done`` leave the batch, so the next ``act`` gets the remaining rows in the same order.
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ def evaluate_policy(
     returns, costs, lengths = [], [], []
     envs = [make_env(task) for _ in range(max(1, min(num_envs, episodes)))]
     act_dim = int(envs[0].action_space.shape[0])
+    stateful = callable(getattr(policy, "begin", None)) and callable(getattr(policy, "observe", None))
     try:
         for first in range(0, episodes, len(envs)):
             batch = envs[: min(len(envs), episodes - first)]
@@ -116,17 +123,24 @@ def evaluate_policy(
             length = np.zeros(len(batch), np.int64)
             alive = np.ones(len(batch), bool)
             obs_arr = np.stack(obs)
+            if stateful:
+                policy.begin(len(batch))  # type: ignore[attr-defined]
             while alive.any():
                 idx = np.flatnonzero(alive)
                 actions = _checked_actions(policy, obs_arr[idx], act_dim)
-                for j, a in zip(idx, actions):
+                step_r, step_c, done = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), bool)
+                for k, (j, a) in enumerate(zip(idx, actions)):
                     o, r, terminated, truncated, info = batch[j].step(a)
-                    ret[j] += float(r)
-                    cost[j] += float(info.get("cost", 0.0))
+                    step_r[k], step_c[k] = float(r), float(info.get("cost", 0.0))
+                    ret[j] += step_r[k]
+                    cost[j] += step_c[k]
                     length[j] += 1
                     obs_arr[j] = o
                     if terminated or truncated:
                         alive[j] = False
+                        done[k] = True
+                if stateful:
+                    policy.observe(step_r, step_c, done)  # type: ignore[attr-defined]
             returns.append(ret)
             costs.append(cost)
             lengths.append(length)

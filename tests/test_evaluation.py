@@ -105,3 +105,37 @@ def test_bad_actions_raise_policy_error():
         evaluate_policy(WrongShape(), task, 20.0, episodes=1)
     with pytest.raises(PolicyError, match="NaN"):
         evaluate_policy(NaNs(), task, 20.0, episodes=1)
+
+
+class HistoryPolicy(LinearTanhPolicy):
+    """A history-dependent policy: acts on the reward it has observed so far (like CDT's return-to-go)."""
+
+    def begin(self, num_envs: int) -> None:
+        self.seen_reward = np.zeros(num_envs)
+        self.seen_cost = np.zeros(num_envs)
+        self.finished: list[tuple[float, float]] = []
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        assert len(observations) == len(self.seen_reward), "act must get exactly the rows still running"
+        base = super().act(observations)
+        return np.clip(base + 0.01 * np.tanh(self.seen_reward)[:, None], -1, 1)
+
+    def observe(self, rewards, costs, done) -> None:
+        self.seen_reward += rewards
+        self.seen_cost += costs
+        self.finished += list(zip(self.seen_reward[done], self.seen_cost[done]))
+        self.seen_reward, self.seen_cost = self.seen_reward[~done], self.seen_cost[~done]
+        self.all_finished = getattr(self, "all_finished", []) + self.finished
+        self.finished = []
+
+
+def test_history_dependent_policy_gets_begin_and_observe():
+    policy = HistoryPolicy("BallCircle")
+    result = evaluate_policy(policy, get_task("BallCircle"), 20.0, episodes=4, seed=2, num_envs=2)
+    # what the policy observed adds up to what the evaluator scored, episode by episode
+    seen = sorted(policy.all_finished)
+    scored = sorted(zip(result.returns, result.costs))
+    assert np.allclose(seen, scored)
+    # closed loop matters: the same weights without observe() act differently
+    plain = evaluate_policy(LinearTanhPolicy("BallCircle"), get_task("BallCircle"), 20.0, episodes=4, seed=2, num_envs=2)
+    assert not np.array_equal(plain.returns, result.returns)
