@@ -310,6 +310,7 @@ def run_cell(
     Exceptions propagate; `run_cell_safely` records them instead.
     """
     started = time.perf_counter()
+    store.git_state()  # record the commit of the code this process runs, not of a later checkout
     results_dir = Path(results_dir)
     cell = resolved or resolve(spec)
     if not force and store.is_done(results_dir, cell.key, cell.config_hash):
