@@ -38,9 +38,7 @@ class PreSa(Algorithm):
 
         Each cell gets its own TrainOutput, equal (to float tolerance) to training it alone.
         """
-        import torch  # noqa: F401  (heavy import kept out of the registry listing)
-
-        from presa.trainer import build_cell, train_cells
+        from presa.trainer import build_cell, train_cells  # torch: imported only when training
 
         if len(specs) != len(inputs_list) or not specs:
             raise BadInput("presa train_many: give one TrainInputs per TrainSpec (and at least one)")
