@@ -142,7 +142,7 @@ def test_sweep_cli_smoke_config_then_report(sim_dataset_path, tmp_path):
             "--dataset", str(sim_dataset_path), "--results", str(results), "--workers", "1", "--device", "cpu"]
     result = runner.invoke(app, argv)
     assert result.exit_code == 0, result.output
-    assert "3 cells: 3 run" in result.output  # smoke.yaml: each task's 3 thresholds, seed 0
+    assert "1 cells: 1 run" in result.output  # smoke.yaml: threshold 20, seed 0
     report = runner.invoke(app, ["report", "--results", str(results), "--reps", "200"])
     assert report.exit_code == 0, report.output
     assert "BallRun" in report.output and (results / "report" / "table.md").is_file()
