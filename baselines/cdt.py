@@ -11,11 +11,11 @@ reward_scale; bench.evaluation steps the raw env, so the policy applies the scal
 episode returns it reports stay unscaled. The target cost is the run's threshold; the target return
 is OSRL's per-task value for that threshold (``target_returns`` of cdt_configs.py).
 
-A return-conditioned policy needs each step's reward and cost. The optional hooks
-``begin(num_envs)`` / ``observe(rewards, costs, done)`` give them to it (closed loop, OSRL's
-rollout). An evaluator that only calls ``act`` (bench.evaluation as of this writing) gets the
-documented fallback: the to-go values fall linearly over the episode (the targets spread evenly over
-T steps), reported by ``CDTPolicy.closed_loop = False`` and a one-time warning.
+A return-conditioned policy needs each step's reward and cost: bench.evaluation gives them through
+the optional hooks ``begin(num_envs)`` / ``observe(rewards, costs, done)`` (closed loop, OSRL's
+rollout; tests/test_baselines_osrl.py checks the episodes equal OSRL's). An evaluator that only calls
+``act`` gets a documented fallback: the to-go values fall linearly over the episode (the targets
+spread evenly over T steps), reported by ``CDTPolicy.closed_loop = False`` and a one-time warning.
 """
 
 from __future__ import annotations
