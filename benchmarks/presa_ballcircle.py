@@ -1,14 +1,15 @@
 """Experiment: PreSa on BallCircle at thresholds 10/20/40 x seeds, next to BC-All and BC-Safe.
 
-Not a test. All PreSa cells (every threshold x seed) train as ONE batched ensemble
-(PreSa.train_many); each cell gets its own synthetic feedback from bench.feedback's scripted teacher
+Not a test. All PreSa cells (every threshold x seed) go through PreSa.train_many
+(one batched ensemble with --ensemble-size 9); each cell gets its own synthetic feedback from bench.feedback's scripted teacher
 (threshold-dependent safety labels, seed-dependent queries). BC-All and BC-Safe are the baselines
 engineer's registered algorithms (baselines.bc, OSRL's BC) on the same data, same evaluation.
 Every policy is evaluated with bench.evaluation.evaluate_policy (real simulator, 20 deterministic
 episodes, seed = cell seed, DSRL normalisation). Prints S, constraint gap and lambda over training.
 
 Example (the numbers in docs/presa.md):
-  .venv/bin/python benchmarks/presa_ballcircle.py --steps 3000 --set batch_size=32 --out /tmp/presa_bc.json
+  .venv/bin/python benchmarks/presa_ballcircle.py --steps 2000 --bc-steps 2000 --ensemble-size 9 \
+      --set batch_size=32 --set warmup_lr=1e-3 --out /tmp/presa_bc.json
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--algo", default="presa", choices=("presa", "cpl"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="PreSa config override key=value")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ensemble-size", type=int, default=None,
+                        help="cells per batched ensemble (default: all on a GPU, 1 on CPU; docs/presa.md used 9)")
     parser.add_argument("--out", default="", help="write all numbers and curves to this JSON file")
     args = parser.parse_args()
 
@@ -75,7 +78,7 @@ def main() -> None:
     print(f"{task.name}: {path} ({dataset.num_episodes} episodes), {len(cells)} cells, H={inputs[0].feedback.segment_length}")
     print(f"{args.algo} config: {json.dumps(config.to_dict())}")
     started = time.perf_counter()
-    outputs = algo.train_many(specs, inputs)
+    outputs = algo.train_many(specs, inputs, ensemble_size=args.ensemble_size)
     train_seconds = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
     for (k, s), fb, out in zip(cells, inputs, outputs):
@@ -83,7 +86,8 @@ def main() -> None:
         rows.append({"algo": args.algo, "threshold": k, "seed": s, **summary, "info": out.info, "curve": out.curve,
                      "safe_label_fraction": float(np.mean(fb.feedback.safety_label))})
 
-    print(f"\n{args.algo}: trained {len(cells)} cells x {args.steps} steps in {train_seconds:.0f} s (one batched ensemble)")
+    size = outputs[0].info["ensemble_size"]
+    print(f"\n{args.algo}: trained {len(cells)} cells x {args.steps} steps in {train_seconds:.0f} s (ensembles of {size})")
     print("training curve, mean over seeds (S = mean safety value, gap = target - S in the constraint's form):")
     for k in thresholds:
         group = [r for r in rows if r["threshold"] == k]

@@ -33,8 +33,12 @@ class PreSa(Algorithm):
         return self.train_many([spec], [inputs])[0]
 
     @classmethod
-    def train_many(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> list[TrainOutput]:
-        """Train cells that differ only in seed / threshold (and hence feedback) as one batched model.
+    def train_many(
+        cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs], ensemble_size: int | None = None
+    ) -> list[TrainOutput]:
+        """Train cells that differ only in seed / threshold (and hence feedback) as batched models of
+        at most ``ensemble_size`` cells (None: all together on a GPU, one at a time on CPU, where
+        batching was measured to be slower; see presa.trainer.CPU_ENSEMBLE_SIZE).
 
         Each cell gets its own TrainOutput, equal (to float tolerance) to training it alone.
         """
@@ -46,7 +50,7 @@ class PreSa(Algorithm):
             if inputs.dataset is not None:
                 raise BadInput("presa learns from feedback only: TrainInputs.dataset (ground truth) must be None")
         cells = [build_cell(spec, cls.config_for(spec), inputs) for spec, inputs in zip(specs, inputs_list)]
-        return train_cells(cells, inputs_list)
+        return train_cells(cells, inputs_list, ensemble_size)
 
 
 class CPL(PreSa):
