@@ -193,7 +193,12 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     else:
         tag = "none"
     key = store.CellKey(task.name, name, threshold, int(spec.seed), profile.name, tag)
-    train_spec = TrainSpec(task=task, threshold=threshold, seed=int(spec.seed), profile=profile, overrides=algo_overrides)
+    # The device is part of the config: budgets capped on CPU differ from a GPU run of the same cell,
+    # so a GPU rerun must not be skipped as done.
+    device = resolve_device(spec.device)
+    train_spec = TrainSpec(
+        task=task, threshold=threshold, seed=int(spec.seed), profile=profile, device=device, overrides=algo_overrides
+    )
     algo_config = _config_dict(algorithm_cls.config_for(train_spec))
     config = {
         "task": task.name,
@@ -203,6 +208,7 @@ def resolve(spec: CellSpec) -> ResolvedCell:
         "seed": int(spec.seed),
         "profile": asdict(profile),
         "algorithm_config": algo_config,
+        "device": device,
         "overrides": algo_overrides,
         "dataset_hash": dataset_hash,
         "feedback": feedback_config,
