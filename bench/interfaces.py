@@ -27,6 +27,12 @@ class Policy(Protocol):
     def act(self, observations: np.ndarray) -> np.ndarray: ...
 
 
+# Optional protocol for history-dependent policies (e.g. CDT, conditioned on returns-to-go):
+# bench.evaluation calls ``policy.begin(num_envs)`` before a batch of episodes and
+# ``policy.observe(rewards, costs, done)`` after every step, with (num_envs,) arrays, when the
+# policy defines both methods. Markov policies implement only ``act``.
+
+
 #: Called by a trainer every log interval with (gradient step, scalar metrics).
 LogFn = Callable[[int, dict[str, float]], None]
 #: Called by a trainer every eval interval with the current policy; returns evaluation metrics
