@@ -94,8 +94,10 @@ class Task:
         return dsrl_infos().DATASET_URLS[self.name].rsplit("/", 1)[-1]
 
     def dataset_filename(self, num_trajectories: int) -> str:
-        """DSRL's naming scheme ``<SimulatorId>-<maxCost>-<numTrajectories>.hdf5``."""
-        return f"{self.simulator_id}-{int(self.max_episode_cost)}-{num_trajectories}.hdf5"
+        """DSRL's naming scheme ``<SimulatorId>-<maxCost>-<numTrajectories>.hdf5``, with maxCost as
+        DSRL's own file name writes it (PointCircle2: 300, where dsrl.infos says 299)."""
+        max_cost = self.dsrl_filename[len(self.simulator_id) + 1 :].split("-", 1)[0]
+        return f"{self.simulator_id}-{max_cost}-{num_trajectories}.hdf5"
 
     def normalize(self, reward, cost, threshold: float):  # type: ignore[no-untyped-def]
         """DSRL's normalized (reward, cost); works on floats and numpy arrays."""

@@ -42,6 +42,8 @@ def test_constants_equal_dsrl_infos():
         assert task.dsrl_filename == infos.DATASET_URLS[task.name].rsplit("/", 1)[1]
         # DSRL's file names follow <SimulatorId>-<maxCost>-<N>.hdf5
         assert task.dsrl_filename.startswith(task.simulator_id + "-")
+        n = int(task.dsrl_filename.rsplit("-", 1)[1].split(".")[0])
+        assert task.dataset_filename(n) == task.dsrl_filename
 
 
 def test_env_ids_registered_by_dsrl():
