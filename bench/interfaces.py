@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -98,3 +98,23 @@ class Algorithm(ABC):
     @abstractmethod
     def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
         """Train within spec.profile's budget; checkpoint to spec.checkpoint_dir and resume from it."""
+
+    @classmethod
+    def train_many(
+        cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs], ensemble_size: int | None = None
+    ) -> list[TrainOutput]:
+        """Train several cells that differ only in seed / threshold (hence feedback); one output per spec.
+
+        Optional hook for methods that can batch cells (e.g. PreSa trains them as one ensemble).
+        This default trains them one by one, exactly as ``cls().train(spec, inputs)`` would, and
+        ignores ``ensemble_size`` (how many cells one batch may hold; None = the method's choice).
+        """
+        if len(specs) != len(inputs_list):
+            raise ValueError("train_many needs one TrainInputs per TrainSpec")
+        from bench.runner import seed_everything  # lazy: the runner imports this module
+
+        outputs = []
+        for spec, inputs in zip(specs, inputs_list):
+            seed_everything(spec.seed)  # as the runner does before a single train(): same numbers
+            outputs.append(cls().train(spec, inputs))
+        return outputs

@@ -17,8 +17,8 @@ import random
 import shutil
 import time
 import traceback
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -348,11 +348,23 @@ def _cell_lock(results_dir: Path, key: store.CellKey) -> Iterator[None]:
 def _run_locked(
     cell: ResolvedCell, results_dir: Path, device: str, force: bool, on_log: ProgressFn | None, started: float
 ) -> CellOutcome:
+    if not force and store.is_done(results_dir, cell.key, cell.config_hash):  # finished while we waited
+        return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
+    train_spec, inputs, provenance = _prepare_training(cell, results_dir, device, force, on_log)
+    seed_everything(cell.key.seed)
+    train_started = time.perf_counter()
+    output: TrainOutput = cell.algorithm_cls().train(train_spec, inputs)
+    train_seconds = output.train_seconds or (time.perf_counter() - train_started)
+    return _evaluate_and_store(cell, results_dir, device, output, float(train_seconds), provenance, started)
+
+
+def _prepare_training(
+    cell: ResolvedCell, results_dir: Path, device: str, force: bool, on_log: ProgressFn | None
+) -> tuple[TrainSpec, TrainInputs, dict[str, Any]]:
+    """The cell's dataset, own feedback, own checkpoint directory -> (TrainSpec, TrainInputs, provenance)."""
     from bench.data import load_dataset
     from bench.evaluation import evaluate_policy
 
-    if not force and store.is_done(results_dir, cell.key, cell.config_hash):  # finished while we waited
-        return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
     dataset = load_dataset(cell.dataset_path, cell.task)
     feedback, provenance = _load_feedback(cell, dataset, results_dir) if cell.algorithm_cls.needs_feedback else (None, {})
     ckpt = store.checkpoint_dir(results_dir, cell.key)
@@ -383,10 +395,20 @@ def _run_locked(
         feedback=feedback,
         dataset=dataset if cell.algorithm_cls.uses_ground_truth else None,
     )
-    seed_everything(cell.key.seed)
-    train_started = time.perf_counter()
-    output: TrainOutput = cell.algorithm_cls().train(train_spec, inputs)
-    train_seconds = output.train_seconds or (time.perf_counter() - train_started)
+    return train_spec, inputs, provenance
+
+
+def _evaluate_and_store(
+    cell: ResolvedCell,
+    results_dir: Path,
+    device: str,
+    output: TrainOutput,
+    train_seconds: float,
+    provenance: dict[str, Any],
+    started: float,
+) -> CellOutcome:
+    """Evaluate the final (and best) policy on the cell's own seeds and write the cell's record."""
+    from bench.evaluation import evaluate_policy
 
     episodes: list[dict[str, Any]] = []
     summary: dict[str, dict[str, float]] = {}
@@ -425,6 +447,98 @@ def _run_locked(
     )
     path = store.write_cell(results_dir, record)
     return CellOutcome(cell.key.cell_id, "done", path, summary, wall_seconds=record.wall_seconds)
+
+
+def group_key(spec: CellSpec) -> str:
+    """Cells with equal group keys differ only in seed and threshold: they may be trained together.
+    (A string: override values may be unhashable lists.)"""
+    return repr(replace(spec, seed=0, threshold=None))
+
+
+def run_cells(
+    specs: list[CellSpec],
+    results_dir: Path | str = "results",
+    *,
+    force: bool = False,
+    ensemble_size: int | None = None,
+    on_log: ProgressFn | None = None,
+    resolved: list[ResolvedCell] | None = None,
+) -> list[CellOutcome]:
+    """Train cells that differ only in seed / threshold with one ``Algorithm.train_many`` call.
+
+    Each cell is resolved on its own (own feedback, checkpoint directory, config hash) and evaluated
+    and stored exactly as `run_cell` stores it; done cells are skipped before training. An algorithm
+    without its own train_many trains them one by one (bench.interfaces.Algorithm.train_many), so
+    the numbers equal per-cell `run_cell` runs. ``ensemble_size`` caps the cells per batch (None =
+    the algorithm's choice). Exceptions propagate; `run_cells_safely` records them instead.
+    """
+    started = time.perf_counter()
+    store.git_state()
+    results_dir = Path(results_dir)
+    cells = resolved or [resolve(spec) for spec in specs]
+    if len({group_key(c.spec) for c in cells}) > 1:
+        raise BadInput("run_cells: the cells must differ only in seed and threshold; run the others separately")
+    if ensemble_size is not None and ensemble_size < 1:
+        raise BadInput(f"--ensemble-size must be >= 1, got {ensemble_size}")
+    outcomes: dict[str, CellOutcome] = {}
+    todo: list[ResolvedCell] = []
+    for cell in cells:
+        if cell.key.cell_id in outcomes or any(c.key.cell_id == cell.key.cell_id for c in todo):
+            continue
+        if not force and store.is_done(results_dir, cell.key, cell.config_hash):
+            outcomes[cell.key.cell_id] = CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
+        else:
+            todo.append(cell)
+    if todo:
+        device = resolve_device(todo[0].spec.device)
+        with ExitStack() as locks:
+            for cell in todo:
+                locks.enter_context(_cell_lock(results_dir, cell.key))
+            running = []
+            for cell in todo:
+                if not force and store.is_done(results_dir, cell.key, cell.config_hash):  # finished while we waited
+                    outcomes[cell.key.cell_id] = CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
+                else:
+                    running.append((cell, *_prepare_training(cell, results_dir, device, force, on_log)))
+            if running:
+                train_started = time.perf_counter()
+                algorithm_cls = running[0][0].algorithm_cls
+                outputs = algorithm_cls.train_many([r[1] for r in running], [r[2] for r in running], ensemble_size=ensemble_size)
+                if len(outputs) != len(running):
+                    raise BenchError(f"{algorithm_cls.__name__}.train_many returned {len(outputs)} outputs for {len(running)} cells")
+                # A batch's wall time is shared: without an algorithm's own figure, each cell gets its share.
+                share = (time.perf_counter() - train_started) / len(running)
+                for (cell, _, _, provenance), output in zip(running, outputs):
+                    outcomes[cell.key.cell_id] = _evaluate_and_store(
+                        cell, results_dir, device, output, float(output.train_seconds or share), provenance, started
+                    )
+    return [outcomes[c.key.cell_id] for c in cells if c.key.cell_id in outcomes]
+
+
+def run_cells_safely(
+    specs: list[CellSpec], results_dir: Path | str = "results", force: bool = False, ensemble_size: int | None = None
+) -> list[CellOutcome]:
+    """`run_cells` for sweeps: an exception fails (and records) every cell of the group not yet stored."""
+    started = time.perf_counter()
+    try:
+        return run_cells(specs, results_dir, force=force, ensemble_size=ensemble_size)
+    except Exception as exc:  # noqa: BLE001 - a failed group is recorded, never fatal
+        message = f"{type(exc).__name__}: {exc}"
+        details = traceback.format_exc()
+        outcomes = []
+        for spec in specs:
+            try:
+                cell = resolve(spec)
+                key = cell.key
+                if store.is_done(results_dir, key, cell.config_hash):  # stored before the failure
+                    outcomes.append(CellOutcome(key.cell_id, "skipped", store.cell_path(results_dir, key)))
+                    continue
+            except Exception:  # noqa: BLE001
+                threshold = spec.threshold if spec.threshold is not None else -1.0
+                key = store.CellKey(spec.task, spec.algorithm, float(threshold), int(spec.seed), spec.profile, "unresolved")
+            store.write_failure(results_dir, key, message, details)
+            outcomes.append(CellOutcome(key.cell_id, "failed", error=message, wall_seconds=time.perf_counter() - started))
+        return outcomes
 
 
 def run_cell_safely(spec: CellSpec, results_dir: Path | str = "results", force: bool = False) -> CellOutcome:

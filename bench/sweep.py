@@ -25,7 +25,16 @@ from typing import Any, Callable
 
 from bench import results as store
 from bench.errors import BadInput, DatasetError
-from bench.runner import CellOutcome, CellSpec, ResolvedCell, algorithm_path, resolve, run_cell_safely
+from bench.runner import (
+    CellOutcome,
+    CellSpec,
+    ResolvedCell,
+    algorithm_path,
+    group_key,
+    resolve,
+    run_cell_safely,
+    run_cells_safely,
+)
 from bench.tasks import BULLET, SAFETY_GYMNASIUM, get_task, paper_tasks
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -59,6 +68,12 @@ class SweepConfig:
     executor: str = "local"
     #: Local workers; None = the number of cores.
     workers: int | None = None
+    #: Train the pending cells of one (task, algorithm, profile, feedback, overrides) that differ only
+    #: in seed / threshold with one Algorithm.train_many call (PreSa: one batched ensemble). Off by
+    #: default: on CPU, batching was measured slower than one cell at a time (benchmarks/bench_presa.py).
+    vectorise: bool = False
+    #: Cells per batch in a vectorised group; None = the algorithm's choice (PreSa: all on GPU, 1 on CPU).
+    ensemble_size: int | None = None
     #: submitit parameters (timeout_min, slurm_partition, gpus_per_node, cpus_per_task, slurm_array_parallelism...).
     slurm: dict[str, Any] = field(default_factory=dict)
 
@@ -208,31 +223,81 @@ def execute_cell(spec: CellSpec, results_dir: str) -> CellOutcome:
     return run_cell_safely(spec, results_dir)
 
 
+def execute_cells(specs: list[CellSpec], results_dir: str, ensemble_size: int | None = None) -> list[CellOutcome]:
+    """Worker entry point of a vectorised group: one train_many call, every cell stored on its own."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import bench  # noqa: F401  (compat patches in a fresh process)
+
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    return run_cells_safely(specs, results_dir, ensemble_size=ensemble_size)
+
+
+def group_cells(todo: list[PlannedCell]) -> list[list[PlannedCell]]:
+    """The pending cells grouped by everything but seed and threshold, in first-seen order."""
+    groups: dict[str, list[PlannedCell]] = {}
+    for planned in todo:
+        groups.setdefault(group_key(planned.spec), []).append(planned)
+    return list(groups.values())
+
+
 def _init_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
 
 
-def _run_local(todo: list[PlannedCell], results_dir: Path, workers: int, counts: SweepCounts, update: UpdateFn) -> list[CellOutcome]:
+def _units(todo: list[PlannedCell], vectorise: bool) -> list[list[PlannedCell]]:
+    """Work units: one cell each, or (vectorised) one group of seed/threshold siblings each."""
+    return group_cells(todo) if vectorise else [[p] for p in todo]
+
+
+def _submit_args(unit: list[PlannedCell], results_dir: Path, vectorise: bool, ensemble_size: int | None) -> tuple:
+    if vectorise:
+        return (execute_cells, [p.spec for p in unit], str(results_dir), ensemble_size)
+    return (execute_cell, unit[0].spec, str(results_dir))
+
+
+def _as_list(result: CellOutcome | list[CellOutcome]) -> list[CellOutcome]:
+    return list(result) if isinstance(result, list) else [result]
+
+
+def _unit_failed(results_dir: Path, unit: list[PlannedCell], message: str, details: str = "") -> list[CellOutcome]:
+    outcomes = []
+    for planned in unit:
+        store.write_failure(results_dir, planned.resolved.key, message, details)
+        outcomes.append(CellOutcome(planned.resolved.key.cell_id, "failed", error=message))
+    return outcomes
+
+
+def _run_local(
+    todo: list[PlannedCell], results_dir: Path, workers: int, counts: SweepCounts, update: UpdateFn,
+    vectorise: bool = False, ensemble_size: int | None = None,
+) -> list[CellOutcome]:
     import multiprocessing as mp
 
     outcomes: list[CellOutcome] = []
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
-    futures: dict[Future, PlannedCell] = {pool.submit(execute_cell, p.spec, str(results_dir)): p for p in todo}
+    units = _units(todo, vectorise)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(units)), mp_context=mp.get_context("spawn"), initializer=_init_worker)
+    futures: dict[Future, list[PlannedCell]] = {
+        pool.submit(*_submit_args(unit, results_dir, vectorise, ensemble_size)): unit for unit in units
+    }
     try:
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in finished:
-                planned = futures[future]
+                unit = futures[future]
                 try:
-                    outcome = future.result()
+                    finished_outcomes = _as_list(future.result())
                 except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS (BrokenProcessPool)
-                    message = f"{type(exc).__name__}: {exc}"
-                    store.write_failure(results_dir, planned.resolved.key, message)
-                    outcome = CellOutcome(planned.resolved.key.cell_id, "failed", error=message)
-                outcomes.append(outcome)
-                _count(counts, outcome)
+                    finished_outcomes = _unit_failed(results_dir, unit, f"{type(exc).__name__}: {exc}")
+                for outcome in finished_outcomes:
+                    outcomes.append(outcome)
+                    _count(counts, outcome)
             counts.running = sum(1 for f in pending if f.running())
             update(counts)
     except BaseException:
@@ -243,28 +308,34 @@ def _run_local(todo: list[PlannedCell], results_dir: Path, workers: int, counts:
 
 
 def _run_submitit(
-    todo: list[PlannedCell], results_dir: Path, cluster: str | None, params: dict[str, Any], counts: SweepCounts, update: UpdateFn
+    todo: list[PlannedCell], results_dir: Path, cluster: str | None, params: dict[str, Any], counts: SweepCounts, update: UpdateFn,
+    vectorise: bool = False, ensemble_size: int | None = None,
 ) -> list[CellOutcome]:
     import submitit
 
     executor = submitit.AutoExecutor(folder=results_dir / "submitit" / "%j", cluster=cluster)
     if params:
         executor.update_parameters(**params)
-    specs = [p.spec for p in todo]
-    jobs = executor.map_array(execute_cell, specs, [str(results_dir)] * len(specs))
+    units = _units(todo, vectorise)
+    if vectorise:  # one array job per group of seed/threshold siblings
+        groups = [[p.spec for p in unit] for unit in units]
+        jobs = executor.map_array(execute_cells, groups, [str(results_dir)] * len(units), [ensemble_size] * len(units))
+    else:
+        specs = [unit[0].spec for unit in units]
+        jobs = executor.map_array(execute_cell, specs, [str(results_dir)] * len(specs))
     outcomes: list[CellOutcome] = []
-    pending = dict(zip(jobs, todo))
+    pending = dict(zip(jobs, units))
     while pending:
         for job in [j for j in pending if j.done()]:
-            planned = pending.pop(job)
+            unit = pending.pop(job)
             try:
-                outcome = job.result()
+                finished_outcomes = _as_list(job.result())
             except Exception as exc:  # noqa: BLE001 - FailedJobError, timeouts, preemption
                 message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-                store.write_failure(results_dir, planned.resolved.key, message, str(exc))
-                outcome = CellOutcome(planned.resolved.key.cell_id, "failed", error=message)
-            outcomes.append(outcome)
-            _count(counts, outcome)
+                finished_outcomes = _unit_failed(results_dir, unit, message, str(exc))
+            for outcome in finished_outcomes:
+                outcomes.append(outcome)
+                _count(counts, outcome)
         counts.running = sum(1 for j in pending if j.state == "RUNNING")
         update(counts)
         if pending:
@@ -300,6 +371,8 @@ def prepare_sweep(config: SweepConfig, results_dir: Path | str = "results", cell
         raise BadInput(f"unknown executor '{config.executor}': choose {', '.join(EXECUTORS)}")
     if config.workers is not None and config.workers < 1:
         raise BadInput("--workers must be >= 1")
+    if config.ensemble_size is not None and config.ensemble_size < 1:
+        raise BadInput(f"--ensemble-size must be >= 1, got {config.ensemble_size}")
     results_dir = Path(results_dir)
     cells = cells if cells is not None else expand(config)
     check_datasets(sorted({c.task for c in cells}), config.dataset)
@@ -320,10 +393,12 @@ def execute_sweep(prepared: PreparedSweep, update: UpdateFn | None = None) -> Sw
     if todo:
         if config.executor == "local":
             workers = config.workers or os.cpu_count() or 1
-            outcomes += _run_local(todo, results_dir, min(workers, len(todo)), counts, update)
+            outcomes += _run_local(todo, results_dir, workers, counts, update, config.vectorise, config.ensemble_size)
         else:
             cluster = "local" if config.executor == "submitit-local" else "slurm"
-            outcomes += _run_submitit(todo, results_dir, cluster, dict(config.slurm), counts, update)
+            outcomes += _run_submitit(
+                todo, results_dir, cluster, dict(config.slurm), counts, update, config.vectorise, config.ensemble_size
+            )
     return SweepSummary(counts, outcomes, time.perf_counter() - started)
 
 

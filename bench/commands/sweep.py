@@ -52,6 +52,12 @@ def register(app: typer.Typer) -> None:
         slurm_gpus: Optional[int] = typer.Option(None, "--slurm-gpus", help="GPUs per cell on Slurm."),
         slurm_cpus: Optional[int] = typer.Option(None, "--slurm-cpus", help="CPUs per cell on Slurm."),
         slurm_parallelism: Optional[int] = typer.Option(None, "--slurm-parallelism", help="Max array jobs running at once."),
+        vectorise: Optional[bool] = typer.Option(
+            None, "--vectorise/--no-vectorise",
+            help="Train a task/algorithm's seed and threshold cells with one batched train_many call "
+            "(PreSa: one ensemble; faster on GPU, measured slower on CPU, hence off by default).",
+        ),
+        ensemble_size: Optional[int] = typer.Option(None, "--ensemble-size", help="Cells per batch with --vectorise (default: the algorithm's choice)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and which are already done; run nothing."),
     ) -> None:
         """Run tasks x algorithms x thresholds x seeds; finished cells are skipped, failures recorded."""
@@ -70,7 +76,7 @@ def register(app: typer.Typer) -> None:
             cfg.thresholds = _numbers(_split(thresholds), float, "--thresholds")
         if seeds:
             cfg.seeds = _numbers(_split(seeds), int, "--seeds")
-        for name, value in (("profile", profile), ("executor", executor), ("workers", workers), ("num_queries", num_queries), ("device", device)):
+        for name, value in (("profile", profile), ("executor", executor), ("workers", workers), ("num_queries", num_queries), ("device", device), ("vectorise", vectorise), ("ensemble_size", ensemble_size)):
             if value is not None:
                 setattr(cfg, name, value)
         if dataset is not None:
