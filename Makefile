@@ -57,3 +57,12 @@ reproduce-paper: install
 sweep-%: install
 	$(BIN)/presa-bench sweep --config configs/$*.yaml --results results/$* $(if $(EXECUTOR),--executor $(EXECUTOR)) $(SWEEP_FLAGS)
 	$(BIN)/presa-bench report --results results/$* --out results/$*/report
+
+# ---- Throughput benchmark (issue 9; a benchmark, not a test): PreSa steps/s for 1 and 3 batched
+# seeds vs OSRL BC, one CPU thread, 3 s per measurement (~45 s; the 10-seed case adds ~50 s of set-up:
+# BENCH_FLAGS="--seeds 1,3,10"). `bench` is also a directory,
+# hence .PHONY. On a GPU: make bench BENCH_FLAGS="--device cuda --seconds 8".
+BENCH_FLAGS ?= --threads 1 --seconds 3 --seeds 1,3
+.PHONY: bench
+bench: install
+	$(BIN)/python benchmarks/bench_presa.py --task $(TASK) $(BENCH_FLAGS)
