@@ -14,7 +14,7 @@ from bench import results as store
 from bench.cli import app, main
 from bench.errors import BadInput
 from bench.interfaces import Algorithm
-from bench.runner import CellSpec, run_cell, run_cells
+from bench.runner import CellSpec, run_cell, run_cells, run_cells_safely
 
 #: Tiny PreSa budget: 20 steps with small networks, so each cell trains in about a second.
 TINY = (("batch_size", 8), ("hidden_sizes", [16, 16]), ("train_steps", 20))
@@ -108,3 +108,16 @@ def test_sweep_vectorise_groups_pending_cells_and_resumes(sim_dataset_path, tmp_
     code = main(args[:-1] + ["0"])
     err = capsys.readouterr().err
     assert code == 2 and "--ensemble-size" in err and err.strip().count("\n") == 0, err
+
+
+def test_failed_group_records_a_failure_per_cell(sim_dataset_path, tmp_path, monkeypatch):
+    from presa.algorithm import PreSa
+
+    def boom(cls, specs, inputs_list, ensemble_size=None):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(PreSa, "train_many", classmethod(boom))
+    outcomes = run_cells_safely([cell(sim_dataset_path, seed=0), cell(sim_dataset_path, seed=1)], tmp_path)
+    assert [o.status for o in outcomes] == ["failed", "failed"]
+    assert all("out of memory" in o.error for o in outcomes)
+    assert len(store.load_failures(tmp_path)) == 2
