@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from bench import results as store
+from bench.devices import resolve_device
 from bench.errors import BadInput, BenchError
 from bench.interfaces import Algorithm, Policy, TrainInputs, TrainOutput, TrainSpec
 from bench.profiles import Profile, get_profile
@@ -115,20 +116,6 @@ def _parse_value(raw: str, yaml: Any) -> Any:
         return yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         return raw
-
-
-def resolve_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise BadInput(f"unknown device '{device}': choose auto, cpu or cuda")
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not torch.cuda.is_available():
-        raise BadInput(f"--device {device} asked for a GPU but torch sees none; use --device cpu or auto")
-    return device
 
 
 def algorithm_path(name: str) -> str:
@@ -321,7 +308,7 @@ def run_cell(
     cell = resolved or resolve(spec)
     if not force and store.is_done(results_dir, cell.key, cell.config_hash):
         return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
-    device = resolve_device(spec.device)
+    device = cell.config["device"]  # resolved once, in resolve()
     with _cell_lock(results_dir, cell.key):
         return _run_locked(cell, results_dir, device, force, on_log, started)
 
@@ -490,7 +477,7 @@ def run_cells(
         else:
             todo.append(cell)
     if todo:
-        device = resolve_device(todo[0].spec.device)
+        device = todo[0].config["device"]  # resolved once, in resolve(); one group, one device
         with ExitStack() as locks:
             for cell in todo:
                 locks.enter_context(_cell_lock(results_dir, cell.key))

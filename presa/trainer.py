@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from bench.devices import resolve_device
 from bench.errors import BadInput, BenchError
 from bench.interfaces import TrainInputs, TrainOutput, TrainSpec
 from presa import losses
@@ -104,16 +105,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device in ("auto", "cpu", "cuda") or device.startswith("cuda:"):
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BadInput(f"presa: device {device} asked for a GPU but torch sees none; use --device cpu or auto")
-        return torch.device(device)
-    raise BadInput(f"presa: unknown device '{device}': choose auto, cpu or cuda")
 
 
 @dataclass
@@ -481,7 +472,7 @@ def train_cells(
             raise BadInput("presa train_many: cells must share one dataset; train them apart")
         if cell.spec.device != first.spec.device:
             raise BadInput("presa train_many: cells must share one device; train them apart")
-    device = _resolve_device(first.spec.device)
+    device = torch.device(resolve_device(first.spec.device))
     groups: dict[int, list[int]] = {}
     for i, cell in enumerate(cells):
         groups.setdefault(-1 if cell.resume is None else int(cell.resume["step"]), []).append(i)
