@@ -27,7 +27,6 @@ import copy
 import dataclasses
 import io
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import numpy as np
 import bench  # noqa: F401  (compat patches before dsrl/osrl/fsrl)
 from bench.errors import BadInput
 from bench.interfaces import TrainOutput, TrainSpec
+from bench.results import atomic_torch_save
 from bench.tasks import Task
 
 log = logging.getLogger("baselines")
@@ -280,15 +280,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def torch_load(path: Path) -> Any:

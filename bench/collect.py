@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.errors import BadInput
+from bench.results import atomic_torch_save
 from bench.tasks import BULLET, Task, dataset_dir
 
 #: Progress callback: (stage, amount done since the last call). Stages: "train", "rollout".
@@ -200,14 +201,6 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def _atomic_json(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
@@ -290,7 +283,7 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
                 recent.clear()
                 snapshots.append(_save_snapshot(spec, policy, len(snapshots), steps, reward, cost))
                 elapsed = seconds + time.perf_counter() - started
-                _atomic_torch_save(
+                atomic_torch_save(
                     {"policy": policy.state_dict(), "optim": policy.optim.state_dict(), "steps": steps,
                      "seconds": elapsed, "snapshots": snapshots},
                     state_path,
@@ -312,7 +305,7 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
 
 def _save_snapshot(spec: RunSpec, policy: Any, index: int, steps: int, reward: float, cost: float) -> dict[str, Any]:
     path = spec.run_dir / f"actor-{index:03d}.pt"
-    _atomic_torch_save(policy.actor.state_dict(), path)
+    atomic_torch_save(policy.actor.state_dict(), path)
     return {
         "file": path.name,
         "env_steps": steps,

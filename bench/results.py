@@ -231,6 +231,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save made atomic (see atomic_write_bytes): checkpoints are never left half-written."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
 def _record_rows(record: CellRecord) -> list[dict[str, Any]]:
     commit, dirty = git_state()
     common = {

@@ -23,7 +23,6 @@ interval, so a killed run resumes to exactly the numbers of an uninterrupted one
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 
 from bench.devices import resolve_device
 from bench.errors import BadInput, BenchError
+from bench.results import atomic_torch_save
 from bench.interfaces import TrainInputs, TrainOutput, TrainSpec
 from presa import losses
 from presa.config import PreSaConfig
@@ -98,13 +98,6 @@ def load_checkpoint(directory: Path | str | None) -> dict[str, Any] | None:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
         raise BenchError(f"presa checkpoint {path} is unreadable ({exc}); delete it to start the run afresh") from exc
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -397,7 +390,7 @@ class EnsembleTrainer:
         for e, cell in enumerate(self.cells):
             path = checkpoint_path(cell.spec.checkpoint_dir)
             if path is not None:
-                _atomic_save(self._member_checkpoint(e), path)
+                atomic_torch_save(self._member_checkpoint(e), path)
 
     def _restore(self, states: list[dict[str, Any]]) -> None:
         for cell, state in zip(self.cells, states):
