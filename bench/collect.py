@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.errors import BadInput
-from bench.results import atomic_torch_save
+from bench.results import atomic_torch_save, atomic_write_bytes
 from bench.tasks import BULLET, Task, dataset_dir
 
 #: Progress callback: (stage, amount done since the last call). Stages: "train", "rollout".
@@ -202,9 +202,7 @@ def _set_seed(seed: int) -> None:
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[str, Any]:
