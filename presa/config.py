@@ -22,6 +22,7 @@ REFERENCE_POINTS = ("zero", "kto")
 CONSTRAINT_FORMS = ("mean", "log")
 DELTA_MODES = ("absolute", "relative")
 LAMBDA_PARAMS = ("projected", "log")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SCORE_NORMS = ("sum", "mean")
 
 
@@ -118,6 +119,11 @@ class PreSaConfig:
     # --- bookkeeping ---------------------------------------------------------------------------
     #: Labelled segments evaluated per forward pass when computing reference log-likelihoods.
     reference_chunk: int = 4096
+    #: torch.compile mode of the training forward pass: "off" or a torch.compile mode ("default",
+    #: "reduce-overhead" = CUDA graphs, "max-autotune"). Off by default: on one CPU core the compiled
+    #: step ran at 0.59x the eager one after 17 s of compilation (BallCircle, batch 96; docs/presa.md);
+    #: on a GPU, where a PreSa step is kernel-launch-bound, "reduce-overhead" is the one to try.
+    compile: str = "off"
 
     def validate(self) -> None:
         """Raise BadInput naming the first bad field."""
@@ -128,6 +134,7 @@ class PreSaConfig:
             "delta_mode": DELTA_MODES,
             "lambda_param": LAMBDA_PARAMS,
             "score_norm": SCORE_NORMS,
+            "compile": COMPILE_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

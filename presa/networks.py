@@ -9,7 +9,7 @@ member's numbers do not depend on which other members it is trained with.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,47 @@ from torch import nn
 
 #: Orthogonal-init gain of the output layer (CPL/TraC initialise the last layer small).
 OUTPUT_GAIN = 0.01
+
+
+def dropout_mask(shape: tuple[int, ...], keep: float, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """A dropout keep-mask: 1.0 with probability ``keep``, else 0.0, drawn from ``generator``
+    (the inverted-dropout scale 1/keep is applied by `EnsembleActor.forward`, to the next layer).
+
+    Where 256 * keep is a whole number (dropout 0.25, 0.5, ...) each element is one random BYTE
+    compared with 256 * keep: exact, and one 64-bit draw serves eight elements, which makes the mask
+    about 5x cheaper than uniform_ + compare (measured on CPU, 11,520 x 256: 2 ms against 9.8 ms;
+    bernoulli_ takes 33 ms). Other probabilities fall back to uniform floats.
+    """
+    numel = math.prod(shape)
+    threshold = 256.0 * keep
+    if threshold == int(threshold):
+        words = torch.empty((numel + 7) // 8, dtype=torch.int64, device=device)
+        words.random_(-(2**63), None, generator=generator)  # the full 64-bit range: all eight bytes uniform
+        mask = torch.empty(shape, device=device)
+        # compare straight into a float tensor: 8x faster than a bool result converted afterwards
+        torch.lt(words.view(torch.uint8)[:numel].view(shape), int(threshold), out=mask)
+        return mask
+    mask = torch.empty(shape, device=device).uniform_(generator=generator)
+    return mask.lt_(keep)
+
+
+class _ReluDropout(torch.autograd.Function):
+    """relu(x) * keep, in place on x (the fresh output of a layer's matrix product, which no backward
+    needs), with keep a 0/1 mask. Its backward is ONE pass, relu's own: the gradient passes where the
+    output is positive, which already excludes the dropped units. Against torch.relu followed by
+    ``x * mask`` this saves two activation-sized allocations forward and one pass backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        ctx.mark_dirty(x)
+        out = x.clamp_min_(0.0).mul_(keep)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0.0), None
 
 
 class EnsembleActor(nn.Module):
@@ -58,32 +99,47 @@ class EnsembleActor(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(self.members, 1, fan_out, device=device)))
 
     def dropout_masks(self, generators: Sequence[torch.Generator], rows: int) -> list[torch.Tensor] | None:
-        """Inverted-dropout masks (E, rows, width) per hidden layer, member e from generator e."""
+        """Dropout keep-masks (E, rows, width) per hidden layer, member e from generator e."""
         if self.dropout <= 0.0:
             return None
-        keep = 1.0 - self.dropout
         device = self.weights[0].device
-        masks = []
-        for width in self.hidden_sizes:
-            mask = torch.empty(len(generators), rows, width, device=device)
-            for member, generator in enumerate(generators):
-                mask[member].uniform_(generator=generator)
-            # uniform < keep, scaled by 1/keep, all in place: about 3x faster than bernoulli_ on CPU
-            masks.append(mask.lt_(keep).mul_(1.0 / keep))
-        return masks
+        keep = 1.0 - self.dropout
+        return [
+            torch.stack([dropout_mask((rows, width), keep, generator, device) for generator in generators])
+            if len(generators) > 1
+            else dropout_mask((rows, width), keep, generators[0], device).unsqueeze(0)
+            for width in self.hidden_sizes
+        ]
 
     def forward(
-        self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None
+        self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None, fused: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``masks``: 0/1 keep-masks from `dropout_masks` (inverted dropout: the 1/keep scale is folded
+        into the next layer's weight, a (width x width) product instead of one over the activations).
+        ``fused``: relu and dropout as one in-place autograd node (eager); False writes them as plain
+        ops, which is what torch.compile wants to see (it fuses them itself)."""
         x = obs
         last = len(self.weights) - 1
+        scale = 1.0 / (1.0 - self.dropout)
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if masks is not None and layer > 0:
+                weight = weight * scale
             x = torch.baddbmm(bias, x, weight)
             if layer < last:
-                x = torch.relu(x)
-                if masks is not None:
-                    x = x * masks[layer]
+                if masks is None:
+                    x = torch.relu(x)
+                elif fused:
+                    x = _ReluDropout.apply(x, masks[layer])
+                else:
+                    x = torch.relu(x) * masks[layer]
         return self.head(x)
+
+    def logp(
+        self, obs: torch.Tensor, actions: torch.Tensor, masks: list[torch.Tensor] | None = None, fused: bool = True
+    ) -> torch.Tensor:
+        """log pi(actions | obs) (E, N) of every member, with dropout when ``masks`` are given."""
+        mean, log_std = self.forward(obs, masks, fused)
+        return self.log_likelihood(mean, log_std, actions)
 
     def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Output layer pre-activations -> (tanh mean, log-std or None)."""

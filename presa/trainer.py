@@ -142,6 +142,7 @@ class EnsembleTrainer:
             config.log_std_min, config.log_std_max, config.init_gain, device,
         )
         self.optimizer = self._new_optimizer(warmup=self.warmup_steps > 0)
+        self._compiled = None if config.compile == "off" else torch.compile(self.actor.logp, mode=config.compile)
         self.lam = torch.full((self.members,), float(config.lambda_init), device=device)
         self.step = 0
         self.ref_pair: list[torch.Tensor] | None = None
@@ -210,8 +211,9 @@ class EnsembleTrainer:
 
     def _forward_logp(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         masks = self.actor.dropout_masks(self.generators, obs.shape[1])
-        mean, log_std = self.actor(obs, masks)
-        return self.actor.log_likelihood(mean, log_std, act)
+        if self._compiled is not None:  # the masks stay eager: each member's from its own generator
+            return self._compiled(obs, act, masks, fused=False)
+        return self.actor.logp(obs, act, masks)
 
     def _bc_step(self) -> dict[str, torch.Tensor]:
         rows = [torch.as_tensor(rng.integers(self.num_transitions, size=self.bc_batch), device=self.device) for rng in self.rngs]
