@@ -135,6 +135,15 @@ class EnsembleTrainer:
         self.pair_label = [torch.as_tensor(c.pair_label, device=device) for c in cells]
         self.safety_index = [torch.as_tensor(c.safety_index, device=device) for c in cells]
         self.safety_label = [torch.as_tensor(c.safety_label, device=device) for c in cells]
+        # the hot path's view of the same data: members stacked (padded to the longest) so that a
+        # batch is one gather for all members instead of E small ones (kernel launches on a GPU)
+        self.member_rows = torch.arange(self.members, device=device)[:, None]
+        self.pair_index_all = _stack_padded(self.pair_index)
+        self.pair_label_all = _stack_padded(self.pair_label)
+        self.safety_index_all = _stack_padded(self.safety_index)
+        self.safety_label_all = _stack_padded(self.safety_label)
+        self.ref_pair_all: torch.Tensor | None = None
+        self.ref_safety_all: torch.Tensor | None = None
         self.rngs = [np.random.default_rng(c.spec.seed) for c in cells]
         self.generators = [torch.Generator(device=device).manual_seed(c.spec.seed) for c in cells]
         self.actor = EnsembleActor(
@@ -187,6 +196,7 @@ class EnsembleTrainer:
         c = self.config
         self.ref_pair = [self._member_logp(e, self.pair_index[e]) for e in range(self.members)]
         self.ref_safety = [self._member_logp(e, self.safety_index[e]) for e in range(self.members)]
+        self._stack_reference()
         normalise = c.score_norm == "mean"
 
         def attainable(e: int, form: str) -> torch.Tensor:
@@ -205,9 +215,25 @@ class EnsembleTrainer:
         return losses.constraint_target(c.delta, c.constraint_form, relative)
 
     # ------------------------------------------------------------------ steps
-    def _gather(self, index: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        stacked = torch.stack([i.reshape(-1) for i in index])  # (E, M)
-        return self.obs[stacked], self.act[stacked]
+    def _stack_reference(self) -> None:
+        assert self.ref_pair is not None and self.ref_safety is not None
+        self.ref_pair_all = _stack_padded(self.ref_pair)
+        self.ref_safety_all = _stack_padded(self.ref_safety)
+
+    def _draw(self, highs: Sequence[Sequence[int]], sizes: Sequence[int]) -> list[torch.Tensor]:
+        """Uniform row indices: member e draws ``sizes[k]`` integers below ``highs[e][k]`` from its own
+        generator, in order; one (E, sum(sizes)) host array, moved to the device in ONE copy (pinned and
+        asynchronous on a GPU, so the host never waits for the previous step's kernels)."""
+        rows = np.empty((self.members, sum(sizes)), np.int64)
+        for e, rng in enumerate(self.rngs):
+            begin = 0
+            for high, size in zip(highs[e], sizes):
+                rows[e, begin : begin + size] = rng.integers(high, size=size)
+                begin += size
+        tensor = torch.from_numpy(rows)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return list(tensor.split(list(sizes), dim=1))
 
     def _forward_logp(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         masks = self.actor.dropout_masks(self.generators, obs.shape[1])
@@ -216,8 +242,8 @@ class EnsembleTrainer:
         return self.actor.logp(obs, act, masks)
 
     def _bc_step(self) -> dict[str, torch.Tensor]:
-        rows = [torch.as_tensor(rng.integers(self.num_transitions, size=self.bc_batch), device=self.device) for rng in self.rngs]
-        logp = self._forward_logp(*self._gather(rows))
+        (rows,) = self._draw([[self.num_transitions]] * self.members, [self.bc_batch])
+        logp = self._forward_logp(self.obs[rows], self.act[rows])
         bc_loss = -logp.mean(dim=-1)  # deterministic actor: the squared error; Gaussian: the NLL
         self.optimizer.zero_grad(set_to_none=True)
         bc_loss.sum().backward()
@@ -226,28 +252,37 @@ class EnsembleTrainer:
 
     def _joint_step(self) -> dict[str, torch.Tensor]:
         c = self.config
-        assert self.ref_pair is not None and self.ref_safety is not None
+        assert self.ref_pair_all is not None and self.ref_safety_all is not None
         B, H, E = c.batch_size, self.segment_length, self.members
-        pair_rows, safety_rows, bc_rows = [], [], []
-        rows: list[torch.Tensor] = []
-        for e, rng in enumerate(self.rngs):
-            pair_rows.append(torch.as_tensor(rng.integers(len(self.pair_label[e]), size=B), device=self.device))
-            parts = [self.pair_index[e][pair_rows[-1]].reshape(-1)]
-            if c.use_safety:
-                safety_rows.append(torch.as_tensor(rng.integers(len(self.safety_label[e]), size=B), device=self.device))
-                parts.append(self.safety_index[e][safety_rows[-1]].reshape(-1))
-            if c.bc_coeff > 0:
-                bc_rows.append(torch.as_tensor(rng.integers(self.num_transitions, size=self.bc_batch), device=self.device))
-                parts.append(bc_rows[-1])
-            rows.append(torch.cat(parts))
-        logp = self._forward_logp(*self._gather(rows))  # one forward pass for all three batches
+        members = self.member_rows
+        # per member, in this order: B pairs, B safety segments (PreSa), bc_batch transitions (bc_coeff > 0)
+        highs = [[len(self.pair_label[e])] for e in range(E)]
+        sizes = [B]
+        if c.use_safety:
+            sizes.append(B)
+            for e in range(E):
+                highs[e].append(len(self.safety_label[e]))
+        if c.bc_coeff > 0:
+            sizes.append(self.bc_batch)
+            for e in range(E):
+                highs[e].append(self.num_transitions)
+        drawn = self._draw(highs, sizes)
+        pair_rows = drawn[0]
+        parts = [self.pair_index_all[members, pair_rows].reshape(E, -1)]
+        if c.use_safety:
+            safety_rows = drawn[1]
+            parts.append(self.safety_index_all[members, safety_rows].reshape(E, -1))
+        if c.bc_coeff > 0:
+            parts.append(drawn[-1])
+        transitions = torch.cat(parts, dim=1)
+        logp = self._forward_logp(self.obs[transitions], self.act[transitions])  # one forward pass for all three batches
 
         normalise = c.score_norm == "mean"
         n_pair = B * 2 * H
         pair_logp = logp[:, :n_pair].reshape(E, B, 2, H)
-        ref_pair = torch.stack([self.ref_pair[e][pair_rows[e]] for e in range(E)])
+        ref_pair = self.ref_pair_all[members, pair_rows]
         score = losses.segment_score(pair_logp, ref_pair, c.alpha, c.gamma, normalise)
-        label = torch.stack([self.pair_label[e][pair_rows[e]] for e in range(E)])
+        label = self.pair_label_all[members, pair_rows]
         pref_loss, accuracy = losses.cpl_loss(score[..., 0], score[..., 1], label, c.bias)
         metrics = {"pref_loss": pref_loss, "pref_accuracy": accuracy}
         objective = pref_loss
@@ -255,8 +290,8 @@ class EnsembleTrainer:
         if c.use_safety:
             safety_logp = logp[:, offset : offset + B * H].reshape(E, B, H)
             offset += B * H
-            ref_safety = torch.stack([self.ref_safety[e][safety_rows[e]] for e in range(E)])
-            safety_label = torch.stack([self.safety_label[e][safety_rows[e]] for e in range(E)])
+            ref_safety = self.ref_safety_all[members, safety_rows]
+            safety_label = self.safety_label_all[members, safety_rows]
             s_score = losses.segment_score(safety_logp, ref_safety, c.safety_alpha, c.gamma, normalise)
             z0 = losses.kto_reference_point(s_score) if c.reference_point == "kto" else 0.0
             weights = None
@@ -409,6 +444,7 @@ class EnsembleTrainer:
         if states[0]["ref_pair"] is not None:
             self.ref_pair = [s["ref_pair"].to(dev) for s in states]
             self.ref_safety = [s["ref_safety"].to(dev) for s in states]
+            self._stack_reference()
             self.optimizer = self._new_optimizer()
         opt = self.optimizer.state_dict()
         opt["state"] = {
@@ -432,6 +468,16 @@ class EnsembleTrainer:
             {k: torch.stack([s["interval"][k] for s in states]).to(dev) for k in states[0]["interval"]},
             int(states[0]["interval_count"]),
         )
+
+
+def _stack_padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(E, max_len, ...) with member e's tensor in its first len_e rows (the rest zeros, never drawn)."""
+    if all(t.shape == tensors[0].shape for t in tensors):
+        return torch.stack(list(tensors))
+    out = tensors[0].new_zeros((len(tensors), max(len(t) for t in tensors), *tensors[0].shape[1:]))
+    for e, t in enumerate(tensors):
+        out[e, : len(t)] = t
+    return out
 
 
 def _same_data(a: Any, b: Any) -> bool:
