@@ -61,11 +61,15 @@ sweep-%: install
 	$(BIN)/presa-bench sweep --config configs/$*.yaml --results results/$* $(if $(EXECUTOR),--executor $(EXECUTOR)) $(SWEEP_FLAGS)
 	$(BIN)/presa-bench report --results results/$* --out results/$*/report
 
-# ---- Throughput benchmark (issue 9; a benchmark, not a test): PreSa steps/s for 1 and 3 batched
-# seeds vs OSRL BC, one CPU thread, 3 s per measurement (~45 s; the 10-seed case adds ~50 s of set-up:
-# BENCH_FLAGS="--seeds 1,3,10"). `bench` is also a directory,
-# hence .PHONY. On a GPU: make bench BENCH_FLAGS="--device cuda --seconds 8".
-BENCH_FLAGS ?= --threads 1 --seconds 3 --seeds 1,3
-.PHONY: bench
+# ---- Throughput benchmark (issue 9; a benchmark, not a test): PreSa steps/s and seed-steps/s for 1, 3
+# and 10 cells trained as one batched model vs OSRL's BC on the same data and the same number of
+# state-action pairs, one CPU thread, 4 interleaved rounds (~2 min on BallCircle, most of it the
+# reference log-likelihoods of 14 cells). `bench` is also a directory, hence .PHONY.
+# GPU mode (a lent GPU machine): make bench-gpu, which adds compiled (CUDA-graph) variants.
+BENCH_FLAGS ?= --threads 1 --seconds 4 --seeds 1,3,10
+BENCH_GPU_FLAGS ?= --device cuda --seconds 8 --seeds 1,3,9,10 --compile off,reduce-overhead
+.PHONY: bench bench-gpu
 bench: install
 	$(BIN)/python benchmarks/bench_presa.py --task $(TASK) $(BENCH_FLAGS)
+bench-gpu: install
+	$(BIN)/python benchmarks/bench_presa.py --task $(TASK) $(BENCH_GPU_FLAGS) --json bench-gpu.json

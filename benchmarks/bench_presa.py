@@ -9,6 +9,7 @@ GFLOP/s counts the dense layers only: 2 * sum(fan_in * fan_out) flops per sample
 x3 for forward + backward.
 
 Usage: .venv/bin/python benchmarks/bench_presa.py [--task BallCircle] [--threads 1] [--seconds 8]
+       [--seeds 1,3,10] [--device cpu|cuda] [--compile off,reduce-overhead] [--json out.json]
 Uses the task's shipped/DSRL dataset if one is found, else 30 random-action episodes of the real simulator.
 """
 
@@ -73,6 +74,10 @@ def measure(steppers: dict[str, Callable[[], Any]], seconds: float, rounds: int,
     return {name: {"rate": float(np.median(r)), "min": min(r), "max": max(r), "steps": counts[name]} for name, r in rates.items()}
 
 
+#: The paper's grid: 29 tasks x 3 thresholds x 3 seeds, 100k gradient steps each (TraC/PreSa budget).
+GRID_CELLS, GRID_STEPS = 29 * 3 * 3, 100_000
+
+
 def dense_flops(sizes: list[int]) -> int:
     return 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
@@ -89,6 +94,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="", help="a DSRL HDF5 file (default: the task's shipped/DSRL dataset)")
     parser.add_argument("--num-queries", type=int, default=10_000, help="preference pairs and safety labels (the paper: 10k); only the set-up time depends on it")
     parser.add_argument("--default-allocator", action="store_true", help="skip bench.devices.tune_cpu_allocator (what presa-bench run does)")
+    parser.add_argument("--compile", default="off", help="comma-separated PreSa compile modes to measure (off, default, reduce-overhead, ...)")
     parser.add_argument("--json", default="", help="also write the numbers to this file")
     args = parser.parse_args()
 
@@ -132,15 +138,18 @@ def main() -> None:
     steppers: dict[str, Callable[[], None]] = {}
     reference_seconds: dict[int, float] = {}
     seed_counts = [int(s) for s in args.seeds.split(",")]
-    for seeds in seed_counts:
-        specs = [TrainSpec(task, task.thresholds[1], s, profile, device=str(device), overrides=overrides) for s in range(seeds)]
+    modes = args.compile.split(",")
+    variants = [(mode, seeds) for mode in modes for seeds in seed_counts]
+    for mode, seeds in variants:
+        specs = [TrainSpec(task, task.thresholds[1], s, profile, device=str(device), overrides={**overrides, "compile": mode})
+                 for s in range(seeds)]
         cells = [build_cell(spec, PreSa.config_for(spec), inputs) for spec in specs]
         config = cells[0].config
         trainer = EnsembleTrainer(cells, inputs, device)
         t0 = time.perf_counter()
         trainer._freeze_reference()
         reference_seconds[seeds] = time.perf_counter() - t0
-        steppers[f"presa{seeds}"] = synced(trainer._joint_step)
+        steppers[f"presa{seeds}-{mode}"] = synced(trainer._joint_step)
     assert config is not None
     H = feedback.segment_length
     pairs_per_step = config.batch_size * 3 * H  # 2H per preference pair + H per safety segment
@@ -167,12 +176,12 @@ def main() -> None:
 
     timing = measure(steppers, args.seconds, args.rounds)
     presa_rows = []
-    for seeds in seed_counts:
-        t = timing[f"presa{seeds}"]
-        presa_rows.append({"seeds": seeds, "steps_per_second": t["rate"], "seed_steps_per_second": t["rate"] * seeds,
+    for mode, seeds in variants:
+        t = timing[f"presa{seeds}-{mode}"]
+        presa_rows.append({"seeds": seeds, "compile": mode, "steps_per_second": t["rate"], "seed_steps_per_second": t["rate"] * seeds,
                            "range_steps_per_second": [t["min"], t["max"]], "measured_steps": t["steps"],
                            "reference_seconds": reference_seconds[seeds]})
-    single = presa_rows[0]["seed_steps_per_second"] / presa_rows[0]["seeds"]
+    single = presa_rows[0]["seed_steps_per_second"] / presa_rows[0]["seeds"]  # the first mode, first seed count
     for row in presa_rows:
         row["speedup_vs_sequential"] = row["seed_steps_per_second"] / single
         row["gflops"] = row["seed_steps_per_second"] * presa_flops / 1e9
@@ -187,16 +196,24 @@ def main() -> None:
     same = bc_rows[0]["steps_per_second"]
     results["presa_step_cost_vs_bc_same_pairs"] = same / (presa_rows[0]["steps_per_second"] * presa_rows[0]["seeds"])
     results["presa_gflops_vs_bc"] = presa_rows[0]["gflops"] / bc_rows[0]["gflops"]
+    # an upper bound: every step priced as a joint step (the 30% BC warm-up steps do a third of the work)
+    best_rate = max(row["seed_steps_per_second"] for row in presa_rows)
+    results["paper_grid_hours_upper_bound"] = GRID_CELLS * GRID_STEPS / best_rate / 3600
 
     print(f"data: {task.name} ({source}, {dataset.num_transitions} transitions), H={H}, threads={args.threads}, device={device}, allocator {allocator}")
     print(f"PreSa step = {config.batch_size} pairs + {config.batch_size} safety segments = {pairs_per_step} state-action pairs per seed")
     for row in presa_rows:
-        print(f"  PreSa {row['seeds']:>2} seed(s): {row['steps_per_second']:7.2f} steps/s, {row['seed_steps_per_second']:7.2f} seed-steps/s, "
+        tag = "" if row["compile"] == "off" else f" compile={row['compile']}"
+        print(f"  PreSa {row['seeds']:>2} seed(s){tag}: {row['steps_per_second']:7.2f} steps/s, {row['seed_steps_per_second']:7.2f} seed-steps/s, "
               f"x{row['speedup_vs_sequential']:.2f} vs one after another, {row['gflops']:.1f} GFLOP/s "
               f"(reference log-likelihoods once: {row['reference_seconds']:.2f} s)")
     for row in bc_rows:
         print(f"  OSRL BC batch {row['batch']:>5}: {row['steps_per_second']:7.2f} steps/s, {row['gflops']:.1f} GFLOP/s")
     print(f"PreSa GFLOP/s / OSRL BC GFLOP/s (same state-action pairs per step): {results['presa_gflops_vs_bc']:.2f}")
+    best = max(presa_rows, key=lambda r: r["seed_steps_per_second"])
+    print(f"paper grid (29 tasks x 3 thresholds x 3 seeds x {GRID_STEPS:,} steps) at the best rate here "
+          f"({best['seed_steps_per_second']:.0f} seed-steps/s, {best['seeds']} seeds, compile={best['compile']}): "
+          f"at most {results['paper_grid_hours_upper_bound']:.1f} hours of PreSa training, if every task cost what this one does")
     print(f"one PreSa step costs {results['presa_step_cost_vs_bc_same_pairs']:.2f} OSRL BC steps on the same number of state-action pairs")
     if args.json:
         with open(args.json, "w") as f:

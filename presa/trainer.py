@@ -490,10 +490,10 @@ def _same_data(a: Any, b: Any) -> bool:
     )
 
 
-#: Cells per batched ensemble on CPU. Measured (benchmarks/bench_presa.py, one thread, BallCircle,
-#: batch 96): 3 batched seeds ran at 0.67x, 10 at 0.75x the speed of one after another, because
-#: the (E, N, 256) activations leave the cache and the elementwise ops turn memory-bound; the matrix
-#: products alone gain nothing on one core. So on CPU cells train one at a time unless asked.
+#: Cells per batched ensemble on CPU. Measured (`make bench`: benchmarks/bench_presa.py, one thread,
+#: BallCircle, batch 96, H 40): 3 and 10 batched cells ran at 0.98x the seed-steps/s of one cell after
+#: another -- one core is compute-bound either way, so batching gains nothing there and cells train
+#: one at a time unless asked (--ensemble-size). On a GPU all cells of a group train together.
 CPU_ENSEMBLE_SIZE = 1
 
 
