@@ -69,13 +69,30 @@ class SweepConfig:
     #: Local workers; None = the number of cores.
     workers: int | None = None
     #: Train the pending cells of one (task, algorithm, profile, feedback, overrides) that differ only
-    #: in seed / threshold with one Algorithm.train_many call (PreSa: one batched ensemble). Off by
-    #: default: on CPU, batching was measured slower than one cell at a time (benchmarks/bench_presa.py).
-    vectorise: bool = False
+    #: in seed / threshold with one Algorithm.train_many call (PreSa: one batched ensemble). None =
+    #: auto: on where the cells train on a GPU (see `wants_vectorise`), off on CPU, where batching
+    #: gains nothing (one core is compute-bound either way; benchmarks/bench_presa.py).
+    vectorise: bool | None = None
     #: Cells per batch in a vectorised group; None = the algorithm's choice (PreSa: all on GPU, 1 on CPU).
     ensemble_size: int | None = None
     #: submitit parameters (timeout_min, slurm_partition, gpus_per_node, cpus_per_task, slurm_array_parallelism...).
     slurm: dict[str, Any] = field(default_factory=dict)
+
+
+def wants_vectorise(config: SweepConfig) -> bool:
+    """The sweep's vectorise setting, with None resolved: on for cells that train on a GPU -- an
+    explicit cuda device, Slurm jobs given GPUs, or device auto on a local machine that has one."""
+    if config.vectorise is not None:
+        return bool(config.vectorise)
+    if str(config.device).startswith("cuda"):
+        return True
+    if config.executor == "slurm":
+        return int(config.slurm.get("gpus_per_node") or 0) > 0 and config.device == "auto"
+    if config.device == "auto":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
 
 
 def load_sweep_config(path: Path | str) -> SweepConfig:
@@ -388,16 +405,17 @@ def execute_sweep(prepared: PreparedSweep, update: UpdateFn | None = None) -> Sw
     counts = SweepCounts(total=len(planned), skipped=sum(p.done for p in planned))
     outcomes = [CellOutcome(p.resolved.key.cell_id, "skipped", store.cell_path(results_dir, p.resolved.key)) for p in planned if p.done]
     todo = prepared.todo
+    vectorise = wants_vectorise(config)
     update = update or (lambda counts: None)
     update(counts)
     if todo:
         if config.executor == "local":
             workers = config.workers or os.cpu_count() or 1
-            outcomes += _run_local(todo, results_dir, workers, counts, update, config.vectorise, config.ensemble_size)
+            outcomes += _run_local(todo, results_dir, workers, counts, update, vectorise, config.ensemble_size)
         else:
             cluster = "local" if config.executor == "submitit-local" else "slurm"
             outcomes += _run_submitit(
-                todo, results_dir, cluster, dict(config.slurm), counts, update, config.vectorise, config.ensemble_size
+                todo, results_dir, cluster, dict(config.slurm), counts, update, vectorise, config.ensemble_size
             )
     return SweepSummary(counts, outcomes, time.perf_counter() - started)
 

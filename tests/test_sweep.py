@@ -165,3 +165,19 @@ def test_make_reproduce_paper_uses_profile_config():
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "sweep --config configs/bullet.yaml --results results/bullet --executor slurm" in out
     assert "report --results results/bullet --out results/bullet/report" in out
+
+
+def test_vectorise_defaults_to_on_for_gpu_cells_only() -> None:
+    import torch
+
+    from bench.sweep import SweepConfig, wants_vectorise
+
+    assert wants_vectorise(SweepConfig(device="cuda")) is True
+    assert wants_vectorise(SweepConfig(device="cuda:1")) is True
+    assert wants_vectorise(SweepConfig(device="cpu")) is False
+    assert wants_vectorise(SweepConfig(device="cuda", vectorise=False)) is False
+    assert wants_vectorise(SweepConfig(device="cpu", vectorise=True)) is True
+    assert wants_vectorise(SweepConfig(executor="slurm", slurm={"gpus_per_node": 1})) is True
+    assert wants_vectorise(SweepConfig(executor="slurm", slurm={})) is False
+    assert wants_vectorise(SweepConfig(executor="slurm", device="cpu", slurm={"gpus_per_node": 1})) is False
+    assert wants_vectorise(SweepConfig(device="auto")) is torch.cuda.is_available()
