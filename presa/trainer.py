@@ -169,6 +169,10 @@ class EnsembleTrainer:
     # ------------------------------------------------------------------ setup
     def _new_optimizer(self, warmup: bool = False) -> torch.optim.Adam:
         lr = (self.config.warmup_lr or self.config.lr) if warmup else self.config.lr
+        if self.device.type == "cuda":
+            # one fused kernel for all parameters: a PreSa step on a GPU is kernel-launch-bound, and
+            # the per-tensor loop launches about ten kernels per parameter tensor
+            return torch.optim.Adam(self.actor.parameters(), lr=lr, fused=True)
         # foreach=False: the plain per-tensor loop, whose numbers do not depend on tensor grouping
         return torch.optim.Adam(self.actor.parameters(), lr=lr, foreach=False)
 
