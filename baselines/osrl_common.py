@@ -361,52 +361,83 @@ class TrainingLoop:
     make_policy: Callable[[], Any]
     checkpoint: Path | None
     extra_state: dict[str, Any] = field(default_factory=dict)
+    #: Called before an evaluation or a checkpoint reads ``model``/``trainer``. A member of a batched
+    #: run (baselines/bc.py) copies its slice of the stacked parameters and optimizer slots in here.
+    sync: Callable[[], None] | None = None
+    #: The RNG state a checkpoint stores and a resume restores. Default: the global RNGs (numpy's is
+    #: the one OSRL's samplers draw from); a batched member keeps its numpy RandomState apart.
+    get_rng: Callable[[], dict[str, Any]] = field(default=lambda: rng_state())
+    set_rng: Callable[[dict[str, Any]], None] = field(default=lambda state: set_rng_state(state))
 
-    def run(self, total_steps: int, step_fn: Callable[[], None]) -> LoopResult:
-        profile = self.spec.profile
-        step, curve, best_key, best_state = 0, [], (np.inf, np.inf), None
+    def __post_init__(self) -> None:
+        self.step = 0
+        self.curve: list[dict[str, float]] = []
+        self.best_key: tuple[float, float] = (np.inf, np.inf)
+        self.best_state: dict[str, Any] | None = None
+        self.resumed_from = 0
+
+    def resume(self) -> None:
+        """Continue from the checkpoint, if there is one: model, trainer, logger, curve, best policy, RNG."""
         if self.checkpoint is not None and self.checkpoint.is_file():
             saved = torch_load(self.checkpoint)
             restore_state(self.model, self.trainer, saved["train_state"])
             self.logger.load(saved["logger"])
-            step, curve, best_key, best_state = saved["step"], saved["curve"], tuple(saved["best_key"]), saved["best_state"]
-            set_rng_state(saved["rng"])
-        resumed_from = step
+            self.step, self.curve = int(saved["step"]), list(saved["curve"])
+            self.best_key, self.best_state = tuple(saved["best_key"]), saved["best_state"]  # type: ignore[assignment]
+            self.set_rng(saved["rng"])
+        self.resumed_from = self.step
+
+    def advance(self, total_steps: int) -> None:
+        """Count one gradient step, then log, evaluate and checkpoint where due."""
+        profile = self.spec.profile
+        self.step += 1
+        step = self.step
+        if step % profile.log_every == 0 or step == total_steps:
+            metrics = self.logger.pop_means()
+            self.curve.append({"step": step, **metrics})
+            if self.spec.log:
+                self.spec.log(step, metrics)
+        if self.spec.evaluate and profile.eval_every and (step % profile.eval_every == 0 or step == total_steps):
+            if self.sync is not None:
+                self.sync()
+            saved_rng = rng_state()
+            policy = self.make_policy()
+            metrics = self.spec.evaluate(policy)
+            set_rng_state(saved_rng)
+            self.curve.append({"step": step, **metrics})
+            key = selection_key(metrics)
+            if key < self.best_key:
+                self.best_key, self.best_state = key, policy.state_dict()
+        if self.checkpoint is not None and (step % profile.checkpoint_every == 0 or step == total_steps):
+            if self.sync is not None:
+                self.sync()
+            atomic_torch_save(
+                {
+                    "step": step,
+                    "train_state": capture_state(self.model, self.trainer),
+                    "logger": self.logger.state(),
+                    "curve": self.curve,
+                    "best_key": list(self.best_key),
+                    "best_state": self.best_state,
+                    "rng": self.get_rng(),
+                    **self.extra_state,
+                },
+                self.checkpoint,
+            )
+
+    def result(self, train_seconds: float) -> LoopResult:
+        return LoopResult(self.step, self.curve, self.best_state, train_seconds, self.step - self.resumed_from,
+                          self.resumed_from)
+
+    def run(self, total_steps: int, step_fn: Callable[[], None]) -> LoopResult:
+        self.resume()
         seconds = 0.0
-        while step < total_steps:
+        while self.step < total_steps:
             started = time.perf_counter()
             step_fn()
             seconds += time.perf_counter() - started
-            step += 1
-            if step % profile.log_every == 0 or step == total_steps:
-                metrics = self.logger.pop_means()
-                curve.append({"step": step, **metrics})
-                if self.spec.log:
-                    self.spec.log(step, metrics)
-            if self.spec.evaluate and profile.eval_every and (step % profile.eval_every == 0 or step == total_steps):
-                saved_rng = rng_state()
-                policy = self.make_policy()
-                metrics = self.spec.evaluate(policy)
-                set_rng_state(saved_rng)
-                curve.append({"step": step, **metrics})
-                key = selection_key(metrics)
-                if key < best_key:
-                    best_key, best_state = key, policy.state_dict()
-            if self.checkpoint is not None and (step % profile.checkpoint_every == 0 or step == total_steps):
-                atomic_torch_save(
-                    {
-                        "step": step,
-                        "train_state": capture_state(self.model, self.trainer),
-                        "logger": self.logger.state(),
-                        "curve": curve,
-                        "best_key": list(best_key),
-                        "best_state": best_state,
-                        "rng": rng_state(),
-                        **self.extra_state,
-                    },
-                    self.checkpoint,
-                )
-        return LoopResult(step, curve, best_state, seconds, step - resumed_from, resumed_from)
+            self.advance(total_steps)
+        return self.result(seconds)
 
 
 def finish(
