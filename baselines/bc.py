@@ -38,7 +38,7 @@ class BCConfig:
     gamma: float = 1.0
     #: Gradient steps; None = the profile's train_steps (OSRL: 100k = the paper profile).
     update_steps: int | None = None
-    #: BC needs no GPU (about 500 steps/s on one CPU core): no CPU cap.
+    #: BC needs no GPU (about 300 steps/s at batch 512 on one CPU core, docs/baselines.md): no CPU cap.
     cpu_max_steps: int | None = None
     #: Episode length T (OSRL's per-task episode_len); None = the task's.
     episode_len: int | None = None
@@ -95,8 +95,10 @@ class _BCBase(Algorithm):
         return outputs  # type: ignore[return-value]
 
 
-#: Cells per batched model on CPU when train_many is not told (``--ensemble-size``). Measured: see
-#: docs/baselines.md ("Vectorised cells"); on a GPU all cells of a group train together.
+#: Cells per batched model on CPU when train_many is not told (``--ensemble-size``). Measured (bc-all,
+#: BallCircle, batch 512, 256x256, one thread, docs/baselines.md): 1, 3 and 9 members gave 270-277,
+#: 254-284 and 267-268 cell-steps/s -- one core is compute-bound either way, so cells train one at a
+#: time on CPU unless asked. On a GPU all cells of a group train together.
 CPU_ENSEMBLE_SIZE = 1
 
 
