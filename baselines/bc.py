@@ -4,6 +4,9 @@ BC-All clones every transition of the dataset; BC-Safe only the episodes whose (
 1.0) episode cost is <= the threshold -- osrl's ``process_bc_dataset(bc_mode="safe")``. Both read
 the dataset's ground-truth cost (BC-Safe to filter, BC-All only to be comparable) and are oracle
 baselines: ``uses_ground_truth = True``.
+
+``train_many`` trains cells that differ only in seed / threshold as one torch.func-stacked model
+(`train_bc_batched`); each cell's numbers equal its solo run's to float tolerance (docs/baselines.md).
 """
 
 from __future__ import annotations
@@ -229,23 +232,21 @@ def train_bc_batched(specs: Sequence[TrainSpec], config: BCConfig, datas: list[d
         s = _setup(spec, config, data, name)
         random_state = np.random.RandomState()
         sampler = oc.TransitionBatches(s.dataset, config.batch_size, random_state=random_state)  # draws the loader's torch seed
-        rng = oc.rng_state()
+        rng = oc.rng_state()  # what the solo run's global RNGs hold when its first batch is drawn
         random_state.set_state(rng["numpy"])
-        member = _Member(s, None, sampler, random_state, rng)  # type: ignore[arg-type]
-        member.loop = oc.TrainingLoop(
+        loop = oc.TrainingLoop(
             spec, s.model, s.trainer, s.logger, (lambda a=s.model.actor, d=device: _actor_policy(a, d)),
             oc.checkpoint_path(spec, f"{name}.pt"),
-            get_rng=(lambda m=member: {**m.rng, "numpy": m.random_state.get_state()}),
-            set_rng=(lambda state, m=member: (m.rng.update(state), m.random_state.set_state(state["numpy"]))),
+            get_rng=(lambda r=rng, rs=random_state: {**r, "numpy": rs.get_state()}),
+            set_rng=(lambda state, r=rng, rs=random_state: (r.update(state), rs.set_state(state["numpy"]))),
         )
-        member.loop.resume()
-        members.append(member)
-    # train_many grouped the cells by checkpoint step: one step for all
-    assert len({m.loop.step for m in members}) == 1, "members of one batch must resume from one step"
+        loop.resume()
+        members.append(_Member(s, loop, sampler, random_state, rng))
+    if len({m.loop.step for m in members}) != 1:  # train_many groups cells by their checkpoint's step
+        raise BadInput(f"{name}: cells of one batch must resume from one step; train them apart")
 
     actors = [m.setup.model.actor for m in members]
     params, buffers = stack_module_state(actors)  # (K, ...) leaves, in the actors' parameter order
-    names = list(params)
     optimizer = torch.optim.Adam(list(params.values()), lr=config.actor_lr)
     solo_optims = [m.setup.model.actor_optim for m in members]
     if solo_optims[0].state:  # resumed: stack the members' Adam slots (exp_avg, exp_avg_sq; one step count)
@@ -302,6 +303,8 @@ def train_bc_batched(specs: Sequence[TrainSpec], config: BCConfig, datas: list[d
         info = {"bc_mode": config.bc_mode, "bc_transitions": member.setup.kept, "ensemble_size": len(members)}
         outputs.append(oc.finish(member.loop, member.loop.result(seconds), info, member.setup.note, member.setup.planned))
     return outputs
+
+
 class BCAll(_BCBase):
     """BC-All (ground truth): behaviour cloning of the whole dataset (osrl BC, bc_mode="all")."""
 
