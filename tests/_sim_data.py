@@ -141,3 +141,38 @@ class FeedbackLinearBC(LinearBC):
         out = super().train(spec, inputs)
         out.info["num_pairs"] = int(inputs.feedback.num_pairs)
         return out
+
+
+def episode_scores(results_dir: Path):  # type: ignore[no-untyped-def]
+    """The stored per-episode scores of a results store, in a fixed order (pandas frame)."""
+    from bench import results as store
+
+    frame = store.load_results(results_dir)
+    frame = frame[frame["kind"] == "episode"]
+    cols = ["cell_id", "checkpoint", "episode", "normalized_reward", "normalized_cost"]
+    return frame[cols].sort_values(["cell_id", "checkpoint", "episode"]).reset_index(drop=True)
+
+
+def run_group_and_alone(monkeypatch, cls, specs, root: Path):  # type: ignore[no-untyped-def]
+    """Train ``specs`` as ONE vectorised group (run_cells, ensemble_size = len(specs); asserts one
+    train_many call with all of them) into root/vec, then each cell alone (run_cell) into root/one;
+    returns both stores' episode scores."""
+    from bench.runner import run_cell, run_cells
+
+    calls = []
+    original = cls.train_many.__func__
+
+    def spy(klass, specs, inputs_list, ensemble_size=None):  # type: ignore[no-untyped-def]
+        calls.append((len(specs), ensemble_size))
+        return original(klass, specs, inputs_list, ensemble_size)
+
+    monkeypatch.setattr(cls, "train_many", classmethod(spy))
+    size = len(specs)
+    together = run_cells(specs, root / "vec", ensemble_size=size)
+    assert calls == [(size, size)], f"the group must be trained by ONE train_many call with one batch of {size}"
+    assert [o.status for o in together] == ["done"] * size
+    for spec in specs:
+        assert run_cell(spec, root / "one").status == "done"
+    vec, one = episode_scores(root / "vec"), episode_scores(root / "one")
+    assert len(vec) == len(one) > 0 and vec["cell_id"].nunique() == size
+    return vec, one

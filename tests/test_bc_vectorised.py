@@ -21,7 +21,8 @@ from bench.data import Dataset
 from bench.errors import BadInput
 from bench.interfaces import TrainInputs, TrainSpec
 from bench.profiles import Profile
-from bench.runner import CellSpec, run_cell, run_cells
+from _sim_data import run_group_and_alone
+from bench.runner import CellSpec
 
 torch.set_num_threads(1)
 #: Tiny budget: 30 steps of a 32x32 actor at batch 64 (about a second per cell with its evaluations).
@@ -98,13 +99,6 @@ def cell(dataset: Path, algo: str, seed: int, threshold: float) -> CellSpec:
                     dataset=str(dataset), device="cpu", overrides=TINY)
 
 
-def episodes(results_dir: Path):
-    frame = store.load_results(results_dir)
-    frame = frame[frame["kind"] == "episode"]
-    cols = ["cell_id", "checkpoint", "episode", "normalized_reward", "normalized_cost"]
-    return frame[cols].sort_values(["cell_id", "checkpoint", "episode"]).reset_index(drop=True)
-
-
 def final_params(results_dir: Path, algo: str) -> dict[str, dict[str, torch.Tensor]]:
     """Each cell's final actor parameters, read from its checkpoint (written at the last step)."""
     out = {}
@@ -117,25 +111,10 @@ def final_params(results_dir: Path, algo: str) -> dict[str, dict[str, torch.Tens
 def test_batched_group_stores_what_single_cells_store(sim_dataset_path, tmp_path, monkeypatch, algo) -> None:
     monkeypatch.setitem(profiles.PROFILES, PROFILE.name, PROFILE)
     cls = ALGOS[algo]
-    calls = []
-    original = cls.train_many.__func__
-
-    def spy(klass, specs, inputs_list, ensemble_size=None):
-        calls.append((len(specs), ensemble_size))
-        return original(klass, specs, inputs_list, ensemble_size)
-
-    monkeypatch.setattr(cls, "train_many", classmethod(spy))
     # two seeds, two thresholds: BC-Safe clones a different subset at threshold 40
     specs = [cell(sim_dataset_path, algo, 0, 20.0), cell(sim_dataset_path, algo, 1, 20.0),
              cell(sim_dataset_path, algo, 1, 40.0)]
-    together = run_cells(specs, tmp_path / "vec", ensemble_size=3)
-    assert calls == [(3, 3)], "the group must be trained by ONE train_many call with one batch of 3"
-    assert [o.status for o in together] == ["done"] * 3
-    for spec in specs:
-        assert run_cell(spec, tmp_path / "one").status == "done"
-
-    vec, one = episodes(tmp_path / "vec"), episodes(tmp_path / "one")
-    assert len(vec) == len(one) > 0 and vec["cell_id"].nunique() == 3
+    vec, one = run_group_and_alone(monkeypatch, cls, specs, tmp_path)
     assert set(vec["checkpoint"]) == {"final", "best"}  # online evaluation picked a best policy per cell
     assert (vec[["cell_id", "checkpoint", "episode"]] == one[["cell_id", "checkpoint", "episode"]]).all().all()
     assert vec["normalized_reward"].to_numpy() == pytest.approx(one["normalized_reward"].to_numpy(), rel=1e-5, abs=1e-6)

@@ -14,7 +14,8 @@ from bench import results as store
 from bench.cli import app, main
 from bench.errors import BadInput
 from bench.interfaces import Algorithm
-from bench.runner import CellSpec, run_cell, run_cells, run_cells_safely
+from _sim_data import run_group_and_alone
+from bench.runner import CellSpec, run_cells, run_cells_safely
 
 #: Tiny PreSa budget: 20 steps with small networks, so each cell trains in about a second.
 TINY = (("batch_size", 8), ("hidden_sizes", [16, 16]), ("train_steps", 20))
@@ -31,31 +32,11 @@ def group(dataset, device: str = "cpu") -> list[CellSpec]:
     return [cell(dataset, device, seed=0), cell(dataset, device, seed=1), cell(dataset, device, seed=1, threshold=40.0)]
 
 
-def episodes(results_dir):
-    frame = store.load_results(results_dir)
-    cols = ["cell_id", "checkpoint", "episode", "normalized_reward", "normalized_cost"]
-    return frame[cols].sort_values(["cell_id", "checkpoint", "episode"]).reset_index(drop=True)
-
-
 @pytest.mark.parametrize("device", ["cpu", "auto"])
 def test_vectorised_group_stores_same_episodes_as_single_cells(sim_dataset_path, tmp_path, monkeypatch, device):
-    calls = []
     presa_cls = __import__("presa.algorithm", fromlist=["PreSa"]).PreSa
-    original = presa_cls.train_many.__func__
-
-    def spy(cls, specs, inputs_list, ensemble_size=None):
-        calls.append((len(specs), ensemble_size))
-        return original(cls, specs, inputs_list, ensemble_size)
-
-    monkeypatch.setattr(presa_cls, "train_many", classmethod(spy))
     specs = group(sim_dataset_path, device)
-    together = run_cells(specs, tmp_path / "vec", ensemble_size=3)
-    assert calls == [(3, 3)], "the group must be trained by ONE train_many call with one batch of 3"
-    assert [o.status for o in together] == ["done"] * 3
-    for spec in specs:
-        assert run_cell(spec, tmp_path / "one").status == "done"
-    vec, one = episodes(tmp_path / "vec"), episodes(tmp_path / "one")
-    assert len(vec) == len(one) > 0 and vec["cell_id"].nunique() == 3
+    vec, one = run_group_and_alone(monkeypatch, presa_cls, specs, tmp_path)
     sizes = lambda d: {json.loads(v)["ensemble_size"] for v in store.load_results(d)["info_json"]}  # noqa: E731
     assert sizes(tmp_path / "vec") == {3} and sizes(tmp_path / "one") == {1}
     assert (vec[["cell_id", "checkpoint", "episode"]] == one[["cell_id", "checkpoint", "episode"]]).all().all()
