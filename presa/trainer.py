@@ -144,6 +144,15 @@ class EnsembleTrainer:
         self.safety_label_all = _stack_padded(self.safety_label)
         self.ref_pair_all: torch.Tensor | None = None
         self.ref_safety_all: torch.Tensor | None = None
+        # what a joint step draws per member, in this order (highs per member, sizes): B pairs, B safety
+        # segments (PreSa), bc_batch transitions (bc_coeff > 0)
+        safety, bc = config.use_safety, config.bc_coeff > 0
+        highs = [
+            [len(self.pair_label[e])] + [len(self.safety_label[e])] * safety + [self.num_transitions] * bc
+            for e in range(self.members)
+        ]
+        batch = config.batch_size
+        self.joint_draws = (highs, [batch] + [batch] * safety + [self.bc_batch] * bc)
         self.rngs = [np.random.default_rng(c.spec.seed) for c in cells]
         self.generators = [torch.Generator(device=device).manual_seed(c.spec.seed) for c in cells]
         self.actor = EnsembleActor(
@@ -259,18 +268,7 @@ class EnsembleTrainer:
         assert self.ref_pair_all is not None and self.ref_safety_all is not None
         B, H, E = c.batch_size, self.segment_length, self.members
         members = self.member_rows
-        # per member, in this order: B pairs, B safety segments (PreSa), bc_batch transitions (bc_coeff > 0)
-        highs = [[len(self.pair_label[e])] for e in range(E)]
-        sizes = [B]
-        if c.use_safety:
-            sizes.append(B)
-            for e in range(E):
-                highs[e].append(len(self.safety_label[e]))
-        if c.bc_coeff > 0:
-            sizes.append(self.bc_batch)
-            for e in range(E):
-                highs[e].append(self.num_transitions)
-        drawn = self._draw(highs, sizes)
+        drawn = self._draw(*self.joint_draws)
         pair_rows = drawn[0]
         parts = [self.pair_index_all[members, pair_rows].reshape(E, -1)]
         if c.use_safety:
