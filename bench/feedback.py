@@ -81,6 +81,37 @@ class FeedbackView:
     def num_safety_labels(self) -> int:
         return len(self.safety_label)
 
+    def split(self, holdout_fraction: float, seed: int) -> tuple["FeedbackView", "FeedbackView"]:
+        """(train, held-out): a seeded random ``holdout_fraction`` of the pairs and, separately, of
+        the safety labels is held out. Learners that report held-out accuracies (PreSa's held-out
+        safety score, Safe-RLHF's reward/cost models) call this with the same fraction and the cell's
+        seed, so they train on exactly the same feedback. A fraction of 0 holds nothing out."""
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+        rng = np.random.default_rng([int(seed), 0x5A1E])
+
+        def parts(n: int) -> tuple[np.ndarray, np.ndarray]:
+            held = int(round(holdout_fraction * n)) if n > 1 else 0
+            order = rng.permutation(n)
+            return np.sort(order[held:]), np.sort(order[:held])
+
+        pair_train, pair_held = parts(self.num_pairs)
+        safety_train, safety_held = parts(self.num_safety_labels)
+
+        def view(pairs: np.ndarray, labels: np.ndarray, part: str) -> "FeedbackView":
+            return FeedbackView(
+                segment_length=self.segment_length,
+                pair_episode=self.pair_episode[pairs],
+                pair_start=self.pair_start[pairs],
+                pair_label=self.pair_label[pairs],
+                safety_episode=self.safety_episode[labels],
+                safety_start=self.safety_start[labels],
+                safety_label=self.safety_label[labels],
+                provenance={**self.provenance, "split": {"part": part, "holdout_fraction": holdout_fraction, "seed": int(seed)}},
+            )
+
+        return view(pair_train, safety_train, "train"), view(pair_held, safety_held, "held-out")
+
 
 # --------------------------------------------------------------------------------------------
 # Settings of the scripted teacher

@@ -470,3 +470,27 @@ def test_cli_bad_label_file_exits_2_with_one_line(sim_dataset_path, tmp_path, ca
     assert code == 2 and "row 1 (line 2): preference label 0.7" in err and err.strip().count("\n") == 0
     assert main(["feedback", "info", str(labels)]) == 2  # a raw CSV is not a feedback file: import it first
     assert "feedback import" in capsys.readouterr().err
+
+
+def test_feedback_split_is_a_seeded_partition():
+    from bench.feedback import FeedbackView
+
+    rng = np.random.default_rng(3)
+    view = FeedbackView(
+        segment_length=5,
+        pair_episode=rng.integers(0, 9, (50, 2)), pair_start=rng.integers(0, 9, (50, 2)),
+        pair_label=rng.integers(0, 2, 50).astype(np.float32),
+        safety_episode=np.arange(40), safety_start=np.zeros(40, np.int64),
+        safety_label=rng.integers(0, 2, 40).astype(np.float32),
+    )
+    train, held = view.split(0.1, seed=7)
+    assert (train.num_pairs, held.num_pairs) == (45, 5)
+    assert (train.num_safety_labels, held.num_safety_labels) == (36, 4)
+    # a partition: every labelled segment lands in exactly one part
+    assert sorted(np.concatenate([train.safety_episode, held.safety_episode]).tolist()) == list(range(40))
+    again_train, again_held = view.split(0.1, seed=7)
+    assert np.array_equal(held.safety_episode, again_held.safety_episode)
+    other_train, other_held = view.split(0.1, seed=8)
+    assert not np.array_equal(held.safety_episode, other_held.safety_episode)
+    nothing_train, nothing_held = view.split(0.0, seed=7)
+    assert nothing_held.num_pairs == 0 and nothing_train.num_safety_labels == 40
