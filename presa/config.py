@@ -18,9 +18,9 @@ from typing import Any
 from bench.errors import BadInput
 
 ACTOR_TYPES = ("deterministic", "gaussian")
-REFERENCE_POINTS = ("zero", "kto")
+REFERENCE_POINTS = ("learned", "zero", "kto")
 CONSTRAINT_FORMS = ("mean", "log")
-DELTA_MODES = ("absolute", "relative")
+DELTA_MODES = ("separation", "absolute", "relative")
 LAMBDA_PARAMS = ("projected", "log")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SCORE_NORMS = ("sum", "mean")
@@ -67,8 +67,9 @@ class PreSaConfig:
     #: Temperature of the segment score alpha * sum_t gamma^t (log pi - log pi_ref); 0 = per-suite
     #: default (see SUITE_ALPHA). [TraC: 0.2 Bullet, 0.1 Safety-Gymnasium]
     alpha: float = 0.0
-    #: Discount inside the segment score. [CPL/TraC: 0.99]
-    gamma: float = 0.99
+    #: Discount inside the segment score. 1 = undiscounted, as the teacher's labels (undiscounted
+    #: sums of reward and cost) and jhejna/cpl's loss (no gamma). [CPL code: none; TraC: 0.99]
+    gamma: float = 1.0
     #: "sum": the score sums over the segment (CPL); "mean": divided by sum_t gamma^t, so that the
     #: score's scale does not grow with the segment length. [inferred]
     score_norm: str = "sum"
@@ -81,38 +82,59 @@ class PreSaConfig:
     # --- safety term ---------------------------------------------------------------------------
     #: False = plain CPL (the "cpl" ablation): no safety score, no multiplier. [ablation]
     use_safety: bool = True
-    #: Required safety score: S(theta) >= delta. [PreSa: 0.9 or 0.95]
-    delta: float = 0.9
-    #: "absolute": S >= delta; "relative": S >= delta * S_max with S_max the largest S the actor can
-    #: reach on the labels (computed once after warm-up). [inferred]
-    delta_mode: str = "absolute"
-    #: KTO/HALO reference point z0 in v = sigmoid(+-(score - z0)): "zero" (TraC) or "kto" (the
-    #: detached batch mean of the scores, clamped at >= 0, as KTO's KL estimate). [KTO; inferred]
-    reference_point: str = "zero"
+    #: The constraint level. With delta_mode "separation" (default): the share of the attainable
+    #: separation S must keep, S >= S_ref + delta (S* - S_ref); with "absolute": S >= delta (the
+    #: paper's 0.9 / 0.95). [PreSa: 0.9 or 0.95 absolute; separation share chosen on the development
+    #: split, docs/presa.md]
+    delta: float = 0.5
+    #: "separation": S >= S_ref + delta (S* - S_ref), S_ref the score of the reference policy (every
+    #: score 0: log 0.5 with balanced classes and a learned z0), S* the score reached by maximising S
+    #: ALONE from pi_ref for ``attainable_steps`` steps (measured, so the bound is attainable by
+    #: construction); "absolute": S >= delta; "relative": S >= delta * S_max, S_max the per-segment
+    #: upper bound. [inferred]
+    delta_mode: str = "separation"
+    #: Steps of the safety-only run that measures S* (delta_mode separation); 0 = a quarter of the
+    #: joint phase (at least 100). Costs about a third of a joint step each. [inferred]
+    attainable_steps: int = 0
+    #: Share of the pairs and of the safety labels held out (bench.feedback.FeedbackView.split with
+    #: the cell's seed, the same split Safe-RLHF uses): held-out S, gap and preference accuracy are
+    #: logged; the learner never trains on them. [inferred]
+    holdout_fraction: float = 0.1
+    #: KTO/HALO reference point z0 in v = sigmoid(+-(score - z0)): "learned" (one scalar per cell,
+    #: fitted by gradient ascent on S, so that S measures how well safe and unsafe segments are
+    #: SEPARATED by the score, not the absolute likelihood the deterministic actor caps), "zero"
+    #: (TraC) or "kto" (the detached batch mean of the scores, clamped at >= 0). [inferred; KTO]
+    reference_point: str = "learned"
+    #: Adam learning rate of the learned reference point. [inferred]
+    z0_lr: float = 1e-2
+    #: Per-step mean (not sum) in the SAFETY score: alpha_s * mean_t (log pi - log pi_ref), so one
+    #: delta means the same on 20-step and 200-step segments. [inferred]
+    safety_score_norm: str = "mean"
     #: "mean": constrain mean_j v_j >= delta (the paper's S); "log": mean_j log v_j >= log delta
     #: (minus TraC's cross-entropy; its gradient does not vanish on badly scored segments).
     #: [inferred; measured on BallCircle: the mean form leaves the policy unsafe, the log form not]
     constraint_form: str = "log"
-    #: Temperature of the score inside the safety term; 0 = alpha. A larger value lets sigmoid(score)
-    #: reach delta with a smaller change of the policy (KTO's beta plays this role). [inferred]
-    safety_alpha: float = 0.0
+    #: Temperature of the score inside the safety term (per-step units with safety_score_norm mean);
+    #: 0 = alpha. [inferred; chosen on the development split]
+    safety_alpha: float = 5.0
     #: Weight of unsafe segments in S relative to safe ones (1 = the paper's plain mean). [TraC's
     #: eta: 0.25 on Bullet; inferred for PreSa]
     unsafe_weight: float = 1.0
     #: Also scale unsafe segments' weight by n_safe / n_unsafe of the batch, so each class counts
     #: by its weight rather than its frequency. [TraC: class-balanced weights; inferred]
-    balance_labels: bool = False
+    balance_labels: bool = True
     #: Initial multiplier. [PreSa reviews: tuned initial value; 1.0]
     lambda_init: float = 1.0
-    #: Multiplier step size eta_lambda. [PreSa reviews: tuned; reference notes suggest 1e-3..1e-2]
-    lambda_lr: float = 1e-2
+    #: Multiplier step size eta_lambda; with delta_mode separation the violation is divided by
+    #: S* - S_ref, so eta is per unit of the attainable separation. [PreSa reviews: tuned; chosen on
+    #: the development split]
+    lambda_lr: float = 2e-2
     #: "projected": lambda <- clip(lambda + eta (delta - S), 0, lambda_max); "log": log lambda <-
     #: log lambda + eta (delta - S) (always positive, multiplicative). [inferred]
-    lambda_param: str = "projected"
-    #: Upper bound of lambda. S >= delta was never attained on BallCircle, so dual ascent drives lambda
-    #: to this cap and the cap sets the trade-off: 10 collapsed the policy (reward 0.1, cost 0),
-    #: 1 kept it safe with reward above BC-Safe (docs/presa.md). [inferred, measured]
-    lambda_max: float = 1.0
+    lambda_param: str = "log"
+    #: Upper bound of lambda: far above where it settles, so that it never decides the trade-off
+    #: (with the old absolute target, lambda sat at this cap; docs/presa.md). [inferred]
+    lambda_max: float = 1000.0
     #: False = keep lambda at lambda_init (the "fixed lambda" ablation). [ablation]
     dual_ascent: bool = True
 
@@ -134,6 +156,7 @@ class PreSaConfig:
             "delta_mode": DELTA_MODES,
             "lambda_param": LAMBDA_PARAMS,
             "score_norm": SCORE_NORMS,
+            "safety_score_norm": SCORE_NORMS,
             "compile": COMPILE_MODES,
         }
         for name, allowed in choices.items():
@@ -153,6 +176,9 @@ class PreSaConfig:
             ("lambda_lr", self.lambda_lr >= 0, ">= 0"),
             ("lambda_max", self.lambda_max > 0, "> 0"),
             ("bc_coeff", self.bc_coeff >= 0, ">= 0"),
+            ("z0_lr", self.z0_lr >= 0, ">= 0"),
+            ("attainable_steps", self.attainable_steps >= 0, ">= 0"),
+            ("holdout_fraction", 0.0 <= self.holdout_fraction < 0.5, "in [0, 0.5)"),
             ("unsafe_weight", self.unsafe_weight > 0, "> 0"),
             ("safety_alpha", self.safety_alpha > 0, "> 0"),
             ("log_std_min", self.log_std_min < self.log_std_max, "< log_std_max"),

@@ -108,6 +108,27 @@ def constraint_target(delta: float, form: str, attainable: torch.Tensor | None =
     raise ValueError(f"unknown constraint form {form!r}")
 
 
+def reference_safety_score(label: torch.Tensor, weights: torch.Tensor | None, form: str, learned_z0: bool) -> torch.Tensor:
+    """S of the reference policy (every score 0). With z0 = 0 (or KTO's, which is 0 there) every value
+    is sigmoid(0) = 1/2; with a LEARNED z0 the best constant is the (weighted) safe share p, so S_ref
+    = p log p + (1 - p) log(1 - p) (log form) or p^2 + (1 - p)^2 (mean form): log 1/2 or 1/2 with
+    balanced classes. Reduces over the last axis."""
+    if not learned_z0:
+        value = math.log(0.5) if form == "log" else 0.5
+        return torch.full(label.shape[:-1], value, device=label.device)
+    w = torch.ones_like(label) if weights is None else weights
+    p = ((w * label).sum(dim=-1) / w.sum(dim=-1).clamp(min=1e-12)).clamp(1e-6, 1 - 1e-6)
+    if form == "log":
+        return p * torch.log(p) + (1 - p) * torch.log(1 - p)
+    return p * p + (1 - p) * (1 - p)
+
+
+def separation_target(s_ref: torch.Tensor, s_star: torch.Tensor, delta: float) -> torch.Tensor:
+    """S_ref + delta (S* - S_ref): keep the share delta of the separation that maximising S alone
+    reached (S*). Attainable by construction for delta < 1 (S* was reached from the same start)."""
+    return s_ref + delta * (s_star - s_ref)
+
+
 def lagrangian(pref_loss: torch.Tensor, safety: torch.Tensor, lam: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
     """Policy objective of Eq. 14, L_pref + lambda * (target - S), with lambda held fixed (detached)."""
     return pref_loss + lam.detach() * (target - safety)

@@ -40,10 +40,12 @@ from presa.config import PreSaConfig
 from presa.networks import ActorPolicy, EnsembleActor
 
 CHECKPOINT_NAME = "presa.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 #: Metrics logged during the warm-up and during the joint phase (interval means, per cell).
 BC_METRICS = ("bc_loss",)
 JOINT_METRICS = ("pref_loss", "pref_accuracy", "safety_score", "constraint_gap", "bc_loss")
+#: Logged at every log step of the joint phase, on the held-out feedback (never trained on).
+HELDOUT_METRICS = ("heldout_safety_score", "heldout_constraint_gap", "heldout_safety_accuracy", "heldout_pref_accuracy")
 
 
 @dataclass
@@ -56,6 +58,10 @@ class Cell:
     pair_label: np.ndarray  # (P,)
     safety_index: np.ndarray  # (L, H)
     safety_label: np.ndarray  # (L,)
+    heldout_pair_index: np.ndarray  # (P', 2, H): held out, never trained on
+    heldout_pair_label: np.ndarray
+    heldout_safety_index: np.ndarray  # (L', H)
+    heldout_safety_label: np.ndarray
     resume: dict[str, Any] | None = None
 
 
@@ -70,18 +76,31 @@ def build_cell(spec: TrainSpec, config: PreSaConfig, inputs: TrainInputs) -> Cel
         raise BadInput("presa: the feedback has no safety labels; give safety labels or use the cpl algorithm")
     data = inputs.data
     length = int(feedback.segment_length)
-    try:
-        pair_index = data.segment_indices(feedback.pair_episode.reshape(-1), feedback.pair_start.reshape(-1), length)
-        safety_index = data.segment_indices(feedback.safety_episode, feedback.safety_start, length)
-    except ValueError:
-        raise BadInput("presa: a feedback segment lies outside its episode: the feedback belongs to another dataset") from None
+    train, heldout = feedback.split(config.holdout_fraction, spec.seed)
+    if train.num_pairs == 0 or (config.use_safety and train.num_safety_labels == 0):
+        raise BadInput("presa: too little feedback to hold out a share; give more queries or set holdout_fraction=0")
+
+    def indices(view: Any) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            pairs = data.segment_indices(view.pair_episode.reshape(-1), view.pair_start.reshape(-1), length)
+            segments = data.segment_indices(view.safety_episode, view.safety_start, length)
+        except ValueError:
+            raise BadInput("presa: a feedback segment lies outside its episode: the feedback belongs to another dataset") from None
+        return pairs.reshape(-1, 2, length), segments.reshape(-1, length)
+
+    pair_index, safety_index = indices(train)
+    held_pair_index, held_safety_index = indices(heldout)
     return Cell(
         spec=spec,
         config=config,
-        pair_index=pair_index.reshape(-1, 2, length),
-        pair_label=np.asarray(feedback.pair_label, np.float32),
+        pair_index=pair_index,
+        pair_label=np.asarray(train.pair_label, np.float32),
         safety_index=safety_index,
-        safety_label=np.asarray(feedback.safety_label, np.float32),
+        safety_label=np.asarray(train.safety_label, np.float32),
+        heldout_pair_index=held_pair_index,
+        heldout_pair_label=np.asarray(heldout.pair_label, np.float32),
+        heldout_safety_index=held_safety_index,
+        heldout_safety_label=np.asarray(heldout.safety_label, np.float32),
         resume=load_checkpoint(spec.checkpoint_dir),
     )
 
@@ -135,6 +154,10 @@ class EnsembleTrainer:
         self.pair_label = [torch.as_tensor(c.pair_label, device=device) for c in cells]
         self.safety_index = [torch.as_tensor(c.safety_index, device=device) for c in cells]
         self.safety_label = [torch.as_tensor(c.safety_label, device=device) for c in cells]
+        self.heldout_pair_index = [torch.as_tensor(c.heldout_pair_index, device=device) for c in cells]
+        self.heldout_pair_label = [torch.as_tensor(c.heldout_pair_label, device=device) for c in cells]
+        self.heldout_safety_index = [torch.as_tensor(c.heldout_safety_index, device=device) for c in cells]
+        self.heldout_safety_label = [torch.as_tensor(c.heldout_safety_label, device=device) for c in cells]
         # the hot path's view of the same data: members stacked (padded to the longest) so that a
         # batch is one gather for all members instead of E small ones (kernel launches on a GPU)
         self.member_rows = torch.arange(self.members, device=device)[:, None]
@@ -162,9 +185,19 @@ class EnsembleTrainer:
         self.optimizer = self._new_optimizer(warmup=self.warmup_steps > 0)
         self._compiled = None if config.compile == "off" else torch.compile(self.actor.logp, mode=config.compile)
         self.lam = torch.full((self.members,), float(config.lambda_init), device=device)
+        # the learned reference point z0 of the safety values (one per member, its own Adam: an
+        # elementwise optimizer keeps members independent)
+        self.z0 = torch.zeros((self.members, 1), device=device, requires_grad=True)
+        self.z0_optimizer = torch.optim.Adam([self.z0], lr=config.z0_lr, foreach=False)
+        self.learned_z0 = config.reference_point == "learned"
+        self.s_ref = torch.zeros(self.members, device=device)
+        self.s_star = torch.zeros(self.members, device=device)
+        self.heldout_s_star = torch.full((self.members,), float("nan"), device=device)
         self.step = 0
         self.ref_pair: list[torch.Tensor] | None = None
         self.ref_safety: list[torch.Tensor] | None = None
+        self.ref_heldout_pair: list[torch.Tensor] | None = None
+        self.ref_heldout_safety: list[torch.Tensor] | None = None
         self.attainable = torch.ones(self.members, device=device)
         self.attainable_mean = torch.ones(self.members, device=device)
         self.curves: list[list[dict[str, float]]] = [[] for _ in cells]
@@ -220,10 +253,110 @@ class EnsembleTrainer:
 
         self.attainable = torch.stack([attainable(e, c.constraint_form) for e in range(self.members)])
         self.attainable_mean = torch.stack([attainable(e, "mean") for e in range(self.members)])
+        self.ref_heldout_pair = [self._member_logp(e, self.heldout_pair_index[e]) for e in range(self.members)]
+        self.ref_heldout_safety = [self._member_logp(e, self.heldout_safety_index[e]) for e in range(self.members)]
+        if c.use_safety:
+            self.s_ref = torch.stack([
+                losses.reference_safety_score(
+                    self.safety_label[e], self._label_weights(self.safety_label[e]), c.constraint_form, self.learned_z0
+                )
+                for e in range(self.members)
+            ])
+            if c.delta_mode == "separation":
+                self._measure_separation()
         self.optimizer = self._new_optimizer()  # the joint phase starts with fresh Adam moments
+
+    def _label_weights(self, label: torch.Tensor) -> torch.Tensor | None:
+        c = self.config
+        if c.unsafe_weight == 1.0 and not c.balance_labels:
+            return None
+        return losses.label_weights(label, c.unsafe_weight, c.balance_labels)
+
+    def _safety_terms(self, logp: torch.Tensor, ref: torch.Tensor, label: torch.Tensor, z0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S for the policy's gradient, S for the reference point's gradient) on a (E, B, H) batch."""
+        c = self.config
+        score = losses.segment_score(logp, ref, c.safety_alpha, c.gamma, c.safety_score_norm == "mean")
+        weights = self._label_weights(label)
+        z0 = self.z0 if z0 is None else z0
+        if self.learned_z0:
+            s_policy = losses.safety_score(score, label, z0.detach(), c.constraint_form, weights)
+            s_z0 = losses.safety_score(score.detach(), label, z0, c.constraint_form, weights)
+            return s_policy, s_z0
+        fixed = losses.kto_reference_point(score) if c.reference_point == "kto" else 0.0
+        return losses.safety_score(score, label, fixed, c.constraint_form, weights), score.new_zeros(())
+
+    def _measure_separation(self) -> None:
+        """S*: maximise S ALONE from pi_ref (its own Adam and z0) for ``attainable_steps`` steps and take
+        the mean training-batch S of the last fifth; then restore pi_ref. The rngs advance, so this is
+        part of the seeded run (deterministic)."""
+        c = self.config
+        steps = c.attainable_steps or max(100, (self.total_steps - self.warmup_steps) // 4)
+        saved = [p.detach().clone() for p in self.actor.parameters()]
+        z0 = torch.zeros((self.members, 1), device=self.device, requires_grad=True)
+        optimizer = torch.optim.Adam(list(self.actor.parameters()), lr=c.lr, foreach=False)
+        z0_optimizer = torch.optim.Adam([z0], lr=c.z0_lr, foreach=False)
+        assert self.ref_safety_all is not None
+        tail: list[torch.Tensor] = []
+        B, H, E = c.batch_size, self.segment_length, self.members
+        highs = [[len(self.safety_label[e])] for e in range(E)]
+        for step in range(steps):
+            (rows,) = self._draw(highs, [B])
+            transitions = self.safety_index_all[self.member_rows, rows].reshape(E, -1)
+            logp = self._forward_logp(self.obs[transitions], self.act[transitions]).reshape(E, B, H)
+            s_policy, s_z0 = self._safety_terms(
+                logp, self.ref_safety_all[self.member_rows, rows], self.safety_label_all[self.member_rows, rows], z0
+            )
+            optimizer.zero_grad(set_to_none=True)
+            z0_optimizer.zero_grad(set_to_none=True)
+            (-(s_policy.sum() + s_z0.sum())).backward()
+            optimizer.step()
+            z0_optimizer.step()
+            if step >= steps - max(1, steps // 5):
+                tail.append(s_policy.detach())
+        self.s_star = torch.stack(tail).mean(dim=0)
+        self.heldout_s_star = torch.stack([self._heldout_safety(e, z0[e]) [0] for e in range(E)])
+        with torch.no_grad():
+            for param, value in zip(self.actor.parameters(), saved):
+                param.copy_(value)
+
+    def _heldout_safety(self, e: int, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, accuracy) of member e on its held-out safety labels (no dropout); NaN when none."""
+        label = self.heldout_safety_label[e]
+        if len(label) == 0 or self.ref_heldout_safety is None:
+            nan = torch.tensor(float("nan"), device=self.device)
+            return nan, nan
+        c = self.config
+        logp = self._member_logp(e, self.heldout_safety_index[e])
+        score = losses.segment_score(logp, self.ref_heldout_safety[e], c.safety_alpha, c.gamma, c.safety_score_norm == "mean")
+        point = z0.detach() if self.learned_z0 else (losses.kto_reference_point(score) if c.reference_point == "kto" else 0.0)
+        weights = self._label_weights(label)
+        s = losses.safety_score(score, label, point, c.constraint_form, weights)
+        correct = ((score > point).float() == label).float()
+        accuracy = correct.mean() if weights is None else (weights * correct).sum() / weights.sum()
+        return s, accuracy
+
+    def _heldout_metrics(self, e: int) -> dict[str, float]:
+        """Held-out S, gap and accuracies of member e (never trained on)."""
+        c = self.config
+        out: dict[str, float] = {}
+        if c.use_safety:
+            s, accuracy = self._heldout_safety(e, self.z0[e])
+            target = self._target()
+            target_e = float(target[e]) if isinstance(target, torch.Tensor) and target.dim() > 0 else float(target)
+            out.update(heldout_safety_score=float(s), heldout_constraint_gap=target_e - float(s), heldout_safety_accuracy=float(accuracy))
+        label = self.heldout_pair_label[e]
+        strict = label != 0.5
+        if self.ref_heldout_pair is not None and bool(strict.any()):
+            logp = self._member_logp(e, self.heldout_pair_index[e])
+            score = losses.segment_score(logp, self.ref_heldout_pair[e], c.alpha, c.gamma, c.score_norm == "mean")
+            right = ((score[..., 1] > score[..., 0]).float() == label)[strict]
+            out["heldout_pref_accuracy"] = float(right.float().mean())
+        return out
 
     def _target(self) -> torch.Tensor | float:
         c = self.config
+        if c.delta_mode == "separation":
+            return losses.separation_target(self.s_ref, self.s_star, c.delta)
         relative = self.attainable if c.delta_mode == "relative" else None
         return losses.constraint_target(c.delta, c.constraint_form, relative)
 
@@ -294,25 +427,25 @@ class EnsembleTrainer:
             offset += B * H
             ref_safety = self.ref_safety_all[members, safety_rows]
             safety_label = self.safety_label_all[members, safety_rows]
-            s_score = losses.segment_score(safety_logp, ref_safety, c.safety_alpha, c.gamma, normalise)
-            z0 = losses.kto_reference_point(s_score) if c.reference_point == "kto" else 0.0
-            weights = None
-            if c.unsafe_weight != 1.0 or c.balance_labels:
-                weights = losses.label_weights(safety_label, c.unsafe_weight, c.balance_labels)
-            constraint_s = losses.safety_score(s_score, safety_label, z0, c.constraint_form, weights)
+            constraint_s, s_z0 = self._safety_terms(safety_logp, ref_safety, safety_label)
             target = self._target()
-            objective = losses.lagrangian(pref_loss, constraint_s, self.lam, target)
+            objective = losses.lagrangian(pref_loss, constraint_s, self.lam, target) - s_z0
             gap = (target - constraint_s).detach()
-            metrics["safety_score"] = losses.safety_score(s_score, safety_label, z0, "mean", weights).detach()
+            metrics["safety_score"] = constraint_s.detach()
             metrics["constraint_gap"] = gap
         if c.bc_coeff > 0:
             bc_loss = -logp[:, offset:].mean(dim=-1)
             objective = objective + c.bc_coeff * bc_loss
             metrics["bc_loss"] = bc_loss
         self.optimizer.zero_grad(set_to_none=True)
+        self.z0_optimizer.zero_grad(set_to_none=True)
         objective.sum().backward()
         self.optimizer.step()
+        if c.use_safety and self.learned_z0:
+            self.z0_optimizer.step()
         if c.use_safety and c.dual_ascent:
+            if c.delta_mode == "separation":  # per unit of the attainable separation
+                gap = gap / (self.s_star - self.s_ref).abs().clamp(min=1e-3)
             self.lam = losses.dual_update(self.lam, gap, c.lambda_lr, c.lambda_param, c.lambda_max)
         return metrics
 
@@ -352,7 +485,13 @@ class EnsembleTrainer:
             row.update({k: float(v[e]) for k, v in means.items()})
             if phase == "joint" and self.config.use_safety:
                 row["lambda"] = float(self.lam[e])
-                row["safety_score_max"] = float(self.attainable_mean[e])
+                target = self._target()
+                row["safety_target"] = float(target[e]) if isinstance(target, torch.Tensor) and target.dim() > 0 else float(target)
+                row["safety_score_ref"] = float(self.s_ref[e])
+                row["safety_score_star"] = float(self.s_star[e])
+                row["z0"] = float(self.z0[e, 0].detach())
+            if phase == "joint":
+                row.update(self._heldout_metrics(e))
             self.curves[e].append(row)
             if cell.spec.log is not None:
                 # throughput goes to the live log only: the stored curve stays deterministic
@@ -382,9 +521,20 @@ class EnsembleTrainer:
             "ensemble_size": self.members,
             "steps_run_this_call": steps_run,
             "final_lambda": float(self.lam[e]),
-            "safety_score_max": float(self.attainable_mean[e]),
+            "lambda_range": [min((r["lambda"] for r in self.curves[e] if "lambda" in r), default=float("nan")),
+                             max((r["lambda"] for r in self.curves[e] if "lambda" in r), default=float("nan"))],
             "pref_accuracy": last("pref_accuracy"),
             "safety_score": last("safety_score"),
+            "safety_target": last("safety_target"),
+            "safety_score_ref": float(self.s_ref[e]),
+            "safety_score_star": float(self.s_star[e]),
+            "heldout_safety_score_star": float(self.heldout_s_star[e]),
+            "heldout_safety_score": last("heldout_safety_score"),
+            "heldout_constraint_gap": last("heldout_constraint_gap"),
+            "heldout_safety_accuracy": last("heldout_safety_accuracy"),
+            "heldout_pref_accuracy": last("heldout_pref_accuracy"),
+            "heldout_pairs": int(len(self.heldout_pair_label[e])),
+            "heldout_safety_labels": int(len(self.heldout_safety_label[e])),
         }
         best = self.best_state[e]
         return TrainOutput(
@@ -412,10 +562,20 @@ class EnsembleTrainer:
             "params": {k: v[e : e + 1].detach().cpu().clone() for k, v in self.actor.named_parameters()},
             "optimizer": opt_state,
             "lambda": float(self.lam[e]),
+            "z0": self.z0[e : e + 1].detach().cpu().clone(),
+            "z0_optimizer": {
+                slot: {k: (v[e : e + 1].clone() if v.dim() > 0 else v.clone()) for k, v in state.items()}
+                for slot, state in self.z0_optimizer.state_dict()["state"].items()
+            },
+            "s_ref": float(self.s_ref[e]),
+            "s_star": float(self.s_star[e]),
+            "heldout_s_star": float(self.heldout_s_star[e]),
             "numpy_rng": self.rngs[e].bit_generator.state,
             "torch_rng": self.generators[e].get_state(),
             "ref_pair": None if self.ref_pair is None else self.ref_pair[e].cpu(),
             "ref_safety": None if self.ref_safety is None else self.ref_safety[e].cpu(),
+            "ref_heldout_pair": None if self.ref_heldout_pair is None else self.ref_heldout_pair[e].cpu(),
+            "ref_heldout_safety": None if self.ref_heldout_safety is None else self.ref_heldout_safety[e].cpu(),
             "attainable": float(self.attainable[e]),
             "attainable_mean": float(self.attainable_mean[e]),
             "best_state": self.best_state[e],
@@ -446,6 +606,8 @@ class EnsembleTrainer:
         if states[0]["ref_pair"] is not None:
             self.ref_pair = [s["ref_pair"].to(dev) for s in states]
             self.ref_safety = [s["ref_safety"].to(dev) for s in states]
+            self.ref_heldout_pair = [s["ref_heldout_pair"].to(dev) for s in states]
+            self.ref_heldout_safety = [s["ref_heldout_safety"].to(dev) for s in states]
             self._stack_reference()
             self.optimizer = self._new_optimizer()
         opt = self.optimizer.state_dict()
@@ -458,6 +620,20 @@ class EnsembleTrainer:
         }
         self.optimizer.load_state_dict(opt)
         self.lam = torch.tensor([s["lambda"] for s in states], device=dev, dtype=torch.float32)
+        with torch.no_grad():
+            self.z0.copy_(torch.cat([s["z0"] for s in states]).to(dev))
+        z0_opt = self.z0_optimizer.state_dict()
+        z0_opt["state"] = {
+            slot: {
+                k: (torch.cat([s["z0_optimizer"][slot][k] for s in states]).to(dev) if v.dim() > 0 else v.clone())
+                for k, v in states[0]["z0_optimizer"][slot].items()
+            }
+            for slot in states[0]["z0_optimizer"]
+        }
+        self.z0_optimizer.load_state_dict(z0_opt)
+        self.s_ref = torch.tensor([s["s_ref"] for s in states], device=dev)
+        self.s_star = torch.tensor([s["s_star"] for s in states], device=dev)
+        self.heldout_s_star = torch.tensor([s["heldout_s_star"] for s in states], device=dev)
         for e, s in enumerate(states):
             self.rngs[e].bit_generator.state = s["numpy_rng"]
             self.generators[e].set_state(s["torch_rng"])
