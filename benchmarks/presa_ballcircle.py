@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ensemble-size", type=int, default=None,
                         help="cells per batched ensemble (default: all on a GPU, 1 on CPU; docs/presa.md used 9)")
+    parser.add_argument("--live", action="store_true", help="print every logged interval while training")
     parser.add_argument("--out", default="", help="write all numbers and curves to this JSON file")
     args = parser.parse_args()
 
@@ -70,7 +71,12 @@ def main() -> None:
     cells = [(k, s) for k in thresholds for s in seeds]
     specs, inputs = [], []
     for k, s in cells:
-        specs.append(TrainSpec(task, k, s, profile, overrides=overrides))
+        live = None
+        if args.live:
+            def live(step: int, metrics: dict[str, float], k: float = k, s: int = s) -> None:
+                keys = ("safety_score", "safety_target", "heldout_safety_score", "lambda", "pref_accuracy", "bc_loss", "steps_per_second")
+                print(f"  [k={k:g} seed={s}] step {step}: " + " ".join(f"{key}={metrics[key]:.3f}" for key in keys if key in metrics), flush=True)
+        specs.append(TrainSpec(task, k, s, profile, overrides=overrides, log=live))
         feedback = make_feedback(dataset, k, s, FeedbackSettings(num_queries=args.queries)).view()
         inputs.append(TrainInputs(dataset.learner_view(), feedback))
     algo = get_algorithm(args.algo)
@@ -95,7 +101,8 @@ def main() -> None:
             if "pref_loss" not in row:
                 continue
             mean = {key: float(np.mean([g["curve"][i].get(key, np.nan) for g in group]))
-                    for key in ("pref_loss", "pref_accuracy", "safety_score", "constraint_gap", "lambda", "safety_score_max", "bc_loss")}
+                    for key in ("pref_accuracy", "safety_score", "safety_target", "constraint_gap", "heldout_safety_score",
+                                "heldout_constraint_gap", "heldout_safety_accuracy", "heldout_pref_accuracy", "lambda", "z0")}
             print(f"  k={k:g} step {int(row['step']):>6}: " + " ".join(f"{key}={v:.3f}" for key, v in mean.items() if np.isfinite(v)))
 
     baseline_rows: list[dict[str, Any]] = []

@@ -124,19 +124,17 @@ def test_lambda_follows_the_sign_of_the_violation_at_every_step(sim_dataset: Dat
     assert len({np.sign(r["constraint_gap"]) for r in rows}) >= 1
 
 
-def test_lambda_rises_while_the_policy_cannot_meet_the_constraint(sim_dataset: Dataset) -> None:
-    """A frozen policy (lr ~ 0) keeps S at S_ref, below the attainable target: lambda must rise at every
-    step; the same run with a learning policy measures S* > S_ref, so the target is attainable."""
+def test_lambda_rises_while_the_constraint_is_violated(sim_dataset: Dataset) -> None:
+    """The joint phase starts at pi_ref, where S = S_ref lies below the attainable target (S* > S_ref
+    was measured by maximising S alone): lambda must rise over the first steps; a fixed lambda stays."""
     inputs = make_inputs(sim_dataset)
-    frozen = PreSa().train(make_spec(sim_dataset, steps=30, lr=1e-12, lambda_lr=0.2, attainable_steps=20, warmup_steps=10), inputs)
-    assert frozen.info["safety_score_star"] == pytest.approx(frozen.info["safety_score_ref"], abs=0.05)
-    lambdas = [r["lambda"] for r in _joint_rows(frozen.curve)]
-    learning = PreSa().train(make_spec(sim_dataset, steps=30, lr=3e-3, attainable_steps=20, warmup_steps=10), inputs)
-    assert learning.info["safety_score_star"] > learning.info["safety_score_ref"] + 0.02
+    out = PreSa().train(make_spec(sim_dataset, steps=30, log_every=1, lr=3e-3, lambda_lr=0.2, attainable_steps=20, warmup_steps=10), inputs)
+    assert out.info["safety_score_star"] > out.info["safety_score_ref"] + 0.02
+    first = _joint_rows(out.curve)[:3]
+    assert all(r["constraint_gap"] > 0 for r in first)
+    assert 1.0 < first[0]["lambda"] < first[1]["lambda"] < first[2]["lambda"]
     fixed = PreSa().train(make_spec(sim_dataset, steps=20, dual_ascent=False), inputs)
     assert fixed.info["final_lambda"] == 1.0
-    if frozen.info["safety_score_star"] > frozen.info["safety_score_ref"]:
-        assert all(b > a for a, b in zip(lambdas, lambdas[1:])) and lambdas[-1] > 1.0
 
 
 def _flip(view: FeedbackView, safety: bool = False, pairs: bool = False) -> FeedbackView:
