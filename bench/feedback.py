@@ -548,6 +548,32 @@ def _task_of(dataset: "Dataset", task: "Task | None") -> "Task":
 # --------------------------------------------------------------------------------------------
 
 
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    return dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(len(_STREAMS)))))
+
+
+def _draw_queries(
+    dataset: "Dataset", settings: FeedbackSettings, streams: dict[str, np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's segment draws (resolved settings): pair episodes/starts (P, 2), safety episodes/starts (L,)."""
+    length = int(settings.segment_length)  # type: ignore[arg-type]
+    episode, start = _valid_segments(dataset, length)
+    pair_episode, pair_start = sample_pairs(episode, start, settings.num_queries, settings.pair_sampling, streams["pairs"])
+    safety_episode, safety_start = sample_segments(episode, start, int(settings.num_safety_labels), streams["safety_segments"])  # type: ignore[arg-type]
+    return pair_episode, pair_start, safety_episode, safety_start
+
+
+def sample_queries(
+    dataset: "Dataset", seed: int, settings: FeedbackSettings | None = None, task: "Task | None" = None
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The questions the scripted teacher would label with this seed and these settings, without
+    their labels: (H, pair_episode (P, 2), pair_start (P, 2), safety_episode (L,), safety_start (L,)).
+    `make_feedback` draws exactly these; the labelling page (bench.labelling) asks people them."""
+    task = _task_of(dataset, task)
+    settings = (settings or FeedbackSettings()).resolve(task)
+    return (int(settings.segment_length), *_draw_queries(dataset, settings, _streams(seed)))  # type: ignore[arg-type]
+
+
 def make_feedback(
     dataset: "Dataset",
     threshold: float,
@@ -561,11 +587,8 @@ def make_feedback(
         raise FeedbackError(f"threshold {threshold} is not a valid cost threshold (need a number >= 0)")
     settings = (settings or FeedbackSettings()).resolve(task)
     length = int(settings.segment_length)  # type: ignore[arg-type]
-    episode, start = _valid_segments(dataset, length)
-    streams = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(len(_STREAMS)))))
-
-    pair_episode, pair_start = sample_pairs(episode, start, settings.num_queries, settings.pair_sampling, streams["pairs"])
-    safety_episode, safety_start = sample_segments(episode, start, int(settings.num_safety_labels), streams["safety_segments"])  # type: ignore[arg-type]
+    streams = _streams(seed)
+    pair_episode, pair_start, safety_episode, safety_start = _draw_queries(dataset, settings, streams)
 
     pair_truth = _segment_sums(dataset.rewards, dataset, pair_episode, pair_start, length)
     safety_truth = _segment_sums(dataset.costs, dataset, safety_episode, safety_start, length)
