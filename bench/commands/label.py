@@ -20,10 +20,12 @@ def _default_cache() -> Path:
 
 
 def _bind(host: str, port: int):  # type: ignore[no-untyped-def]
-    """Bind the port first (before the slow dataset load), with an app filled in later."""
+    """Bind the port first (before the slow dataset load), with an app filled in later. The socket
+    is ours (werkzeug's own bind prints and exits on a port in use), handed to werkzeug as an fd."""
     import errno
+    import socket
 
-    from werkzeug.serving import make_server
+    from werkzeug.serving import get_sockaddr, make_server, select_address_family
 
     from bench.errors import BadInput
 
@@ -32,14 +34,24 @@ def _bind(host: str, port: int):  # type: ignore[no-untyped-def]
     def dispatch(environ, start_response):  # type: ignore[no-untyped-def]
         return holder["app"](environ, start_response)  # type: ignore[operator]
 
+    if not 0 <= port <= 65535:
+        raise BadInput(f"--port {port} is not a port number (0..65535; 0 = any free port)")
     try:
-        server = make_server(host, port, dispatch, threaded=True)
+        family = select_address_family(host, port)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a kill
+            sock.bind(get_sockaddr(host, port, family))
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise BadInput(f"port {port} on {host} is in use (another server, or a labelling page still running): choose another --port") from None
         raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port") from None
-    except (SystemExit, ValueError) as exc:  # werkzeug exits on some port errors
-        raise BadInput(f"cannot listen on {host}:{port}: {exc}; check --host and --port") from None
+    server = make_server(host, port, dispatch, threaded=True, fd=sock.fileno())
+    sock.close()  # werkzeug holds its own duplicate of the socket
     return server, holder
 
 
