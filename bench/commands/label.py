@@ -131,7 +131,7 @@ def serve_cmd(
         )
         if host not in ("127.0.0.1", "localhost", "::1"):
             console().print(f"[yellow]listening on {host}: anyone who can reach it can answer (the page has no login)[/yellow]")
-        typer.echo(f"labelling page: http://{url_host}:{server.server_port}/  (Ctrl-C stops; every answer is already saved)", nl=True)
+        typer.echo(f"labelling page: http://{url_host}:{server.port}/  (Ctrl-C stops; every answer is already saved)", nl=True)
         import sys
 
         sys.stdout.flush()

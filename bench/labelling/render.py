@@ -37,12 +37,14 @@ import numpy as np
 from bench.errors import BadInput
 
 #: Bump when the pictures change: part of the cache file names.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 #: Milliseconds per animation frame (one environment step) and the pause on the last frame.
 FRAME_MS = 100
 END_PAUSE_MS = 1200
 #: Width of a segment's picture in pixels (the height follows the task's world window).
 WIDTH = 400
+#: A white strip above the world picture for the step counter (so it never hides the agent).
+TOP = 22
 
 #: agent -> (position slice, position scale, velocity slice, velocity scale, Run speed limit)
 AGENT_LAYOUT: dict[str, tuple[slice, float, slice, float, float]] = {
@@ -151,12 +153,12 @@ class View:
 
     @property
     def size(self) -> tuple[int, int]:
-        return WIDTH, int(round((self.y1 - self.y0) * self.scale))
+        return WIDTH, TOP + int(round((self.y1 - self.y0) * self.scale))
 
     def pixels(self, xy: np.ndarray) -> np.ndarray:
         """World (x, y) -> image (column, row); y up."""
         xy = np.asarray(xy, np.float64)
-        return np.stack([(xy[..., 0] - self.x0) * self.scale, (self.y1 - xy[..., 1]) * self.scale], axis=-1)
+        return np.stack([(xy[..., 0] - self.x0) * self.scale, TOP + (self.y1 - xy[..., 1]) * self.scale], axis=-1)
 
 
 _PATH, _FAINT, _BAD, _AGENT, _BOUND, _CIRCLE, _GRID = (
@@ -181,7 +183,7 @@ def background(geometry: Geometry, view: View):  # type: ignore[no-untyped-def]
     for gx in range(int(np.ceil(view.x0)), int(np.floor(view.x1)) + 1):
         if gx % 2 == 0:
             (c, _), = px(np.array([[gx, 0.0]]))
-            draw.line([(c, 0), (c, height)], fill=_GRID)
+            draw.line([(c, TOP), (c, height)], fill=_GRID)
     for gy in range(int(np.ceil(view.y0)), int(np.floor(view.y1)) + 1):
         if gy % 2 == 0:
             (_, r), = px(np.array([[0.0, gy]]))
@@ -190,10 +192,10 @@ def background(geometry: Geometry, view: View):  # type: ignore[no-untyped-def]
     if geometry.kind == "circle":
         (left, _), = px(np.array([[-CIRCLE_X_LIMIT, 0.0]]))
         (right, _), = px(np.array([[CIRCLE_X_LIMIT, 0.0]]))
-        draw.rectangle([0, 0, left, height], fill=shade)
-        draw.rectangle([right, 0, width, height], fill=shade)
+        draw.rectangle([0, TOP, left, height], fill=shade)
+        draw.rectangle([right, TOP, width, height], fill=shade)
         for c in (left, right):
-            draw.line([(c, 0), (c, height)], fill=_BOUND, width=3)
+            draw.line([(c, TOP), (c, height)], fill=_BOUND, width=3)
         (cx, cy), = px(np.array([[0.0, 0.0]]))
         r = CIRCLE_RADIUS * view.scale
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=_CIRCLE, width=3)
@@ -206,7 +208,7 @@ def background(geometry: Geometry, view: View):  # type: ignore[no-untyped-def]
     else:
         (_, top), = px(np.array([[0.0, RUN_Y_LIMIT]]))
         (_, bottom), = px(np.array([[0.0, -RUN_Y_LIMIT]]))
-        draw.rectangle([0, 0, width, top], fill=shade)
+        draw.rectangle([0, TOP, width, top], fill=shade)
         draw.rectangle([0, bottom, width, height], fill=shade)
         for r in (top, bottom):
             draw.line([(0, r), (width, r)], fill=_BOUND, width=3)
@@ -243,9 +245,9 @@ def segment_frames(geometry: Geometry, view: View, base, observations: np.ndarra
         outside = int(bad[:k].sum())
         text = f"step {k}/{steps}   red steps {outside}"
         if geometry.kind == "run":
-            text += f"   speed {speeds[k]:.2f}"
-        draw.rectangle([0, 0, 8 * len(text) + 8, 20], fill=(255, 255, 255))
-        draw.text((4, 3), text, fill=(0, 0, 0), font=font)
+            text += f"   speed {speeds[k]:.2f} (limit {geometry.speed_limit:g})"
+        draw.rectangle([0, 0, frame.width, TOP - 1], fill=(255, 255, 255))
+        draw.text((4, 4), text, fill=(0, 0, 0), font=font)
         frames.append(frame)
     return frames
 
