@@ -297,3 +297,20 @@ def test_label_serve_bad_input_is_one_line_exit_2(sim_dataset_path, sim_dataset,
     assert (out.read_bytes(), out.with_name("labels.csv.journal").read_bytes()) == before
     assert main(_serve("--task", "BallRun", "--dataset", str(sim_dataset_path), "--queries", "-1", "--port", "0", *cache)) == 2
     assert "num_queries" in capsys.readouterr().err
+
+
+def test_feedback_info_shows_the_agreement_of_an_imported_two_annotator_file(sim_dataset_path, sim_dataset, tmp_path, capsys):
+    out = tmp_path / "labels.csv"
+    for who, answers in (("alice", ("left", "safe", "right", "unsafe")), ("bob", ("left", "unsafe", "left", "unsafe"))):
+        s = _open(sim_dataset, out, who)
+        for qid, answer in zip(("p0", "s0", "p1", "s1"), answers):
+            s.answer(qid, answer)
+        s.close()
+    feedback = tmp_path / "labels.feedback.parquet"
+    assert main(["feedback", "import", str(out), "--task", "BallRun", "--dataset", str(sim_dataset_path), "--threshold", "20", "--out", str(feedback)]) == 0
+    capsys.readouterr()
+    assert main(["feedback", "info", str(feedback)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "agreement alice / bob (pairs)" in text and "2 shared, agree 0.5" in text
+    assert "agreement alice / bob (safety)" in text and "Cohen's kappa" in text
+    assert "annotator bob" in text and "2 pairs, 2 safety labels" in text
