@@ -128,7 +128,19 @@ def test_torn_last_journal_line_loses_only_the_answer_in_flight(sim_dataset, tmp
     again.close()
     lines = out.with_name("labels.csv.journal").read_text().splitlines()
     assert all(json.loads(line) for line in lines)  # the torn line is gone, the journal parses
-    assert _open(sim_dataset, out).answered() == 3
+    last = _open(sim_dataset, out)
+    assert last.answered() == 3
+    last.close()
+    journal = out.with_name("labels.csv.journal")
+    journal.write_text(journal.read_text().rstrip("\n"))  # cut just before the last newline
+    again = _open(sim_dataset, out)
+    again.answer("s1", "safe")
+    again.close()
+    assert _open(sim_dataset, out).answered() == 4  # the next event started its own line
+
+    fresh = tmp_path / "fresh.csv"
+    fresh.with_name("fresh.csv.journal").write_text('{"dataset_hash": "d0')  # died writing the header
+    assert _open(sim_dataset, fresh).next_query().id == "p0"
 
 
 def test_crash_before_the_rename_keeps_the_old_file_and_loses_nothing(sim_dataset, tmp_path, monkeypatch):

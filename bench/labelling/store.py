@@ -141,27 +141,31 @@ class LabelStore:
         self._lock()
         raw = self._journal.read()
         lines = raw.split("\n")
-        good_bytes = 0
         events: list[dict[str, Any]] = []
+        keep = raw  # what of the journal stays: all of it, or all but a torn last line (a prefix)
         for number, line in enumerate(lines, start=1):
-            if not line:
-                good_bytes += 1 if number < len(lines) else 0
+            if not line.strip():
                 continue
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 if number == len(lines):  # torn last line: the answer in flight when the server died
+                    keep = raw[: len(raw) - len(line)]
                     break
                 raise BadInput(f"journal {self.journal_path} is damaged at line {number}: fix or remove that line") from None
             events.append(event)
-            good_bytes += len(line.encode("utf-8")) + (1 if number < len(lines) else 0)
-        if len(raw.encode("utf-8")) != good_bytes:
-            self._journal.seek(good_bytes)
-            self._journal.truncate()
-            if good_bytes and not raw.encode("utf-8")[:good_bytes].endswith(b"\n"):
-                self._journal.write("\n")
+        if keep != raw:  # shrink in place (the journal is ASCII: json.dumps escapes the rest)
+            self._journal.truncate(len(keep.encode("utf-8")))
         self._journal.seek(0, os.SEEK_END)
-        if not events or events[0].get("op") != "header":
+        if keep and not keep.endswith("\n"):
+            self._journal.write("\n")  # a last line cut just before its newline: end it
+        if keep != raw or (keep and not keep.endswith("\n")):
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+        if not events and not keep.strip():  # killed while writing the header: start afresh
+            self._append(self.header)
+            events = [self.header]
+        if events[0].get("op") != "header":
             raise BadInput(f"journal {self.journal_path} has no header line: it is not a labelling journal; choose another --out")
         theirs = events[0]
         if theirs.get("dataset_hash") != self.header["dataset_hash"]:
