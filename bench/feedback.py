@@ -579,6 +579,32 @@ def _task_of(dataset: "Dataset", task: "Task | None") -> "Task":
 # --------------------------------------------------------------------------------------------
 
 
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    return dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(len(_STREAMS)))))
+
+
+def _draw_queries(
+    dataset: "Dataset", settings: FeedbackSettings, streams: dict[str, np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's segment draws (resolved settings): pair episodes/starts (P, 2), safety episodes/starts (L,)."""
+    length = int(settings.segment_length)  # type: ignore[arg-type]
+    episode, start = _valid_segments(dataset, length)
+    pair_episode, pair_start = sample_pairs(episode, start, settings.num_queries, settings.pair_sampling, streams["pairs"])
+    safety_episode, safety_start = sample_segments(episode, start, int(settings.num_safety_labels), streams["safety_segments"])  # type: ignore[arg-type]
+    return pair_episode, pair_start, safety_episode, safety_start
+
+
+def sample_queries(
+    dataset: "Dataset", seed: int, settings: FeedbackSettings | None = None, task: "Task | None" = None
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The questions the scripted teacher would label with this seed and these settings, without
+    their labels: (H, pair_episode (P, 2), pair_start (P, 2), safety_episode (L,), safety_start (L,)).
+    `make_feedback` draws exactly these; the labelling page (bench.labelling) asks people them."""
+    task = _task_of(dataset, task)
+    settings = (settings or FeedbackSettings()).resolve(task)
+    return (int(settings.segment_length), *_draw_queries(dataset, settings, _streams(seed)))  # type: ignore[arg-type]
+
+
 def make_feedback(
     dataset: "Dataset",
     threshold: float,
@@ -592,11 +618,8 @@ def make_feedback(
         raise FeedbackError(f"threshold {threshold} is not a valid cost threshold (need a number >= 0)")
     settings = (settings or FeedbackSettings()).resolve(task)
     length = int(settings.segment_length)  # type: ignore[arg-type]
-    episode, start = _valid_segments(dataset, length)
-    streams = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(len(_STREAMS)))))
-
-    pair_episode, pair_start = sample_pairs(episode, start, settings.num_queries, settings.pair_sampling, streams["pairs"])
-    safety_episode, safety_start = sample_segments(episode, start, int(settings.num_safety_labels), streams["safety_segments"])  # type: ignore[arg-type]
+    streams = _streams(seed)
+    pair_episode, pair_start, safety_episode, safety_start = _draw_queries(dataset, settings, streams)
 
     pair_truth = _segment_sums(dataset.rewards, dataset, pair_episode, pair_start, length)
     safety_truth = _segment_sums(dataset.costs, dataset, safety_episode, safety_start, length)
@@ -765,6 +788,56 @@ def validate_labels(frame: "pd.DataFrame", dataset: "Dataset", path: Path, csv: 
     }
 
 
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Cohen's kappa of two raters' labels on the same items: (p_o - p_e) / (1 - p_e), p_e from
+    each rater's own label frequencies. None when undefined (no items, or both always give one
+    same label: p_e = 1)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if not len(a):
+        return None
+    categories = np.union1d(a, b)
+    observed = float(np.mean(a == b))
+    expected = float(sum(np.mean(a == c) * np.mean(b == c) for c in categories))
+    return None if expected >= 1.0 else (observed - expected) / (1.0 - expected)
+
+
+def annotator_agreement(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """Agreement between annotators on the questions they both answered, per kind and per pair of
+    annotators: how many questions they share, the fraction with the same label, Cohen's kappa.
+
+    ``columns`` as `validate_labels` returns them. A pair asked in the other order counts as the
+    same question (its label mirrored: 1 - y)."""
+    import pandas as pd
+
+    who = columns.get("annotator")
+    if who is None:
+        return []
+    pref = np.asarray(columns["pref"], bool)
+    e0, s0, e1, s1 = (np.nan_to_num(columns[c], nan=-1).astype(np.int64) for c in ("episode_0", "start_0", "episode_1", "start_1"))
+    label = np.asarray(columns["label"], np.float64)
+    swap = pref & ((e1 < e0) | ((e1 == e0) & (s1 < s0)))
+    frame = pd.DataFrame({
+        "kind": np.where(pref, PREFERENCE, SAFETY),
+        "a": [f"{x}:{y}" for x, y in zip(np.where(swap, e1, e0), np.where(swap, s1, s0))],
+        "b": [f"{x}:{y}" if p else "" for x, y, p in zip(np.where(swap, e0, e1), np.where(swap, s0, s1), pref)],
+        "who": np.asarray(who).astype(str),
+        "label": np.where(swap, 1.0 - label, label),
+    })
+    out: list[dict[str, Any]] = []
+    for kind in (PREFERENCE, SAFETY):
+        table = frame[frame["kind"] == kind].pivot_table(index=["a", "b"], columns="who", values="label", aggfunc="first")
+        names = sorted(table.columns)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                both = table[[first, second]].dropna()
+                x, y = both[first].to_numpy(), both[second].to_numpy()
+                out.append({
+                    "kind": kind, "annotators": [first, second], "shared": int(len(both)),
+                    "agreement": float(np.mean(x == y)) if len(both) else None, "kappa": cohen_kappa(x, y),
+                })
+    return out
+
+
 def import_labels(
     path: Path | str,
     dataset: "Dataset",
@@ -834,6 +907,12 @@ def import_labels(
     }
     if columns["annotator"] is not None:
         provenance["annotators"] = sorted(set(columns["annotator"].tolist()))
+        provenance["annotator_counts"] = {
+            name: {"preference": int(np.sum(pref & (columns["annotator"] == name))), "safety": int(np.sum(~pref & (columns["annotator"] == name)))}
+            for name in provenance["annotators"]
+        }
+        if len(provenance["annotators"]) > 1:
+            provenance["annotator_agreement"] = annotator_agreement(columns)
     if file_provenance is not None:
         provenance["file_provenance"] = file_provenance
     return FeedbackSet(

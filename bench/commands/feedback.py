@@ -64,6 +64,15 @@ def summary_table(feedback: Any, title: str):  # type: ignore[no-untyped-def]
         rows.append(("teacher settings", ", ".join(f"{k}={v}" for k, v in settings.items())))
     if provenance.get("labels_file"):
         rows.append(("labels file", f"{provenance['labels_file']} ({provenance.get('labels_hash')})"))
+    for name, counts in (provenance.get("annotator_counts") or {}).items():
+        rows.append((f"annotator {name}", f"{counts['preference']} pairs, {counts['safety']} safety labels"))
+    for entry in provenance.get("annotator_agreement") or []:
+        first, second = entry["annotators"]
+        what = "pairs" if entry["kind"] == "preference" else "safety"
+        rows.append((
+            f"agreement {first} / {second} ({what})",
+            f"{entry['shared']} shared, agree {_fmt(entry['agreement'])}, Cohen's kappa {_fmt(entry['kappa'])}",
+        ))
     table = Table(title=title, show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")

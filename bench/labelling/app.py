@@ -1,0 +1,157 @@
+"""The labelling page: a Flask app over a `LabelStore`, with a background pool that renders the
+next questions' animations before they are asked (off the request path) into a disk cache.
+
+Routes: ``/`` the page; ``/api/state`` the current question and progress; ``/api/answer``
+(POST ``{"id", "answer"}``) and ``/api/undo`` (POST) change the store and return the new state;
+``/frames/<episode>/<start>.gif`` a segment's animation (from the cache, rendered on a miss).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BadInput
+from bench.labelling import render
+from bench.labelling.store import LabelStore, Query
+
+#: How many questions ahead of the current one the pool renders.
+LOOKAHEAD = 6
+
+
+@dataclass
+class Context:
+    """What the page shows besides the question: the task, the threshold and the safety budget."""
+
+    task: str
+    threshold: float
+    segment_length: int
+    episode_length: int
+    budget: float
+    dataset: str
+    rules: dict[str, str]
+
+
+class FrameCache:
+    """Segment animations as GIF files under ``directory`` (per dataset hash), rendered by a pool."""
+
+    def __init__(self, directory: Path, dataset: Any, geometry: render.Geometry, dataset_hash: str, workers: int = 1) -> None:
+        self.directory = Path(directory) / dataset_hash
+        self.dataset = dataset
+        self.geometry = geometry
+        self.view = render.View.of(geometry, dataset.observations)
+        self.base = render.background(geometry, self.view)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="presa-render")
+        self.pending: dict[Path, Future] = {}
+        self.lock = threading.Lock()
+
+    def path(self, episode: int, start: int, length: int) -> Path:
+        return self.directory / f"{self.geometry.task}-e{episode}-s{start}-h{length}-v{render.RENDER_VERSION}.gif"
+
+    def _render(self, episode: int, start: int, length: int, path: Path) -> Path:
+        try:
+            if not path.is_file():
+                idx = self.dataset.segment_indices(np.array([episode]), np.array([start]), length)[0]
+                data = render.render_gif(self.geometry, self.view, self.base, self.dataset.observations[idx], self.dataset.next_observations[idx])
+                render.write_atomic_bytes(path, data)
+            return path
+        finally:
+            with self.lock:
+                self.pending.pop(path, None)
+
+    def submit(self, episode: int, start: int, length: int) -> Future | None:
+        path = self.path(episode, start, length)
+        if path.is_file():
+            return None
+        with self.lock:
+            future = self.pending.get(path)
+            if future is None:
+                future = self.pool.submit(self._render, episode, start, length, path)
+                self.pending[path] = future
+            return future
+
+    def prepare(self, queries: list[Query]) -> None:
+        """Queue the animations of ``queries`` (in order) that are not cached yet."""
+        for query in queries:
+            for episode, start in zip(query.episodes, query.starts):
+                self.submit(episode, start, query.length)
+
+    def get(self, episode: int, start: int, length: int) -> Path:
+        """The GIF of a segment: cached, or rendered now (waiting for the pool if it is queued there)."""
+        future = self.submit(episode, start, length)
+        if future is not None:
+            future.result()
+        return self.path(episode, start, length)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(store: LabelStore, frames: FrameCache, context: Context):  # type: ignore[no-untyped-def]
+    """The Flask app. One lock serialises the store's changes (the server is threaded)."""
+    from flask import Flask, abort, jsonify, render_template, request, send_file
+
+    app = Flask(__name__)
+    lock = threading.Lock()
+    valid_segments = {(e, s) for q in store.queries for e, s in zip(q.episodes, q.starts)}
+
+    def state() -> dict[str, Any]:
+        query = store.next_query()
+        upcoming = store.upcoming(LOOKAHEAD + 1)
+        frames.prepare(upcoming)
+        done = store.answered()
+        payload: dict[str, Any] = {
+            "annotator": store.annotator,
+            "done": done,
+            "total": len(store.queries),
+            "can_undo": bool(store.history.get(store.annotator)),
+            "query": None,
+            "prefetch": [f"/frames/{e}/{s}.gif" for q in upcoming[1:3] for e, s in zip(q.episodes, q.starts)],
+        }
+        if query is not None:
+            payload["query"] = {
+                **query.as_json(),
+                "number": store.queries.index(query) + 1,
+                "images": [f"/frames/{e}/{s}.gif" for e, s in zip(query.episodes, query.starts)],
+            }
+        return payload
+
+    @app.get("/")
+    def page():  # type: ignore[no-untyped-def]
+        return render_template("page.html", context=context, store=store)
+
+    @app.get("/api/state")
+    def get_state():  # type: ignore[no-untyped-def]
+        with lock:
+            return jsonify(state())
+
+    @app.post("/api/answer")
+    def post_answer():  # type: ignore[no-untyped-def]
+        body = request.get_json(silent=True) or {}
+        with lock:
+            try:
+                store.answer(str(body.get("id")), str(body.get("answer")))
+            except BadInput as exc:
+                return jsonify({"error": str(exc)}), 400
+            return jsonify(state())
+
+    @app.post("/api/undo")
+    def post_undo():  # type: ignore[no-untyped-def]
+        with lock:
+            store.undo()
+            return jsonify(state())
+
+    @app.get("/frames/<int:episode>/<int:start>.gif")
+    def frame(episode: int, start: int):  # type: ignore[no-untyped-def]
+        if (episode, start) not in valid_segments:
+            abort(404)
+        path = frames.get(episode, start, context.segment_length)
+        response = send_file(path, mimetype="image/gif", max_age=365 * 24 * 3600)
+        return response
+
+    return app
