@@ -20,7 +20,7 @@ osrl-lib trains on it (baselines/constrained.py, OSRL's defaults; settings of th
   scaling, kappa H / T, inverted), in the same units as the relabelled episode cost sum_t c; the
   run's threshold is recorded but not used (the final evaluation uses it in the simulator).
 - reward: (r - min r) / std r over the dataset. Bradley-Terry fixes r only up to a shift and a scale;
-  the scale is harmless, the shift is not where episodes can terminate: with a zero mean half the
+  the scale is harmless, the shift is not where episodes can end before the time limit: with a zero mean half the
   transitions pay, so ending an episode early looks attractive. The min-shift makes every relabelled
   reward >= 0, so no termination is ever worth seeking (on the tasks without terminals the shift
   changes nothing).
