@@ -20,8 +20,8 @@ osrl-lib trains on it (baselines/constrained.py, OSRL's defaults; settings of th
   scaling, kappa H / T, inverted), in the same units as the relabelled episode cost sum_t c; the
   run's threshold is recorded but not used (the final evaluation uses it in the simulator).
 - reward: (r - min r) / std r over the dataset. Bradley-Terry fixes r only up to a shift and a scale;
-  the scale is harmless, the shift is not where episodes can end before the time limit: with a zero mean half the
-  transitions pay, so ending an episode early looks attractive. The min-shift makes every relabelled
+  the scale is harmless, the shift is not where episodes can end before the time limit: with a zero
+  mean many transitions pay, so ending an episode early looks attractive. The min-shift makes every relabelled
   reward >= 0, so no termination is ever worth seeking (on the tasks without terminals the shift
   changes nothing).
 
@@ -182,7 +182,7 @@ def safety_logit(cost_sums: Any, budget: Any, slope: Any) -> Any:
 def relabel_rewards(raw: np.ndarray) -> np.ndarray:
     """Per-step reward for stage 2 from the reward model's raw outputs: (raw - min) / std. Positive
     affine, so Bradley-Terry's ordering is kept; every reward is >= 0, so an episode that ends early
-    forfeits reward and never gains (a mean-0 standardisation would make half the steps costly)."""
+    forfeits reward and never gains (a mean-0 standardisation would make many steps costly)."""
     r = np.asarray(raw, np.float64)
     return ((r - r.min()) / (r.std() + 1e-8)).astype(np.float32)
 
