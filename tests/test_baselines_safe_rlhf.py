@@ -1,10 +1,14 @@
-"""safe-rlhf: loss values by hand, calibration, end to end on real BallRun data with the scripted
-teacher's feedback (no ground truth handed to the learner), phase checkpoint, stage-2 choice, bad input;
-and a baseline of each kind (safe-rlhf, bc-safe) run through the harness by its registry name."""
+"""safe-rlhf: losses by hand; the cost model's calibration learned from the labels alone (a threshold it
+is never told, identical models whatever the run's threshold); training on FeedbackView.split's train
+part (the held-out part only scores); relabelled rewards that keep their sign; end to end on real
+BallRun data with the scripted teacher's feedback (no ground truth handed to the learner), phase
+checkpoint, stage-2 choice, bad input; and a baseline of each kind (safe-rlhf, bc-safe) run through the
+harness by its registry name."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,8 @@ import pytest
 import torch
 
 import bench  # noqa: F401
-from baselines.safe_rlhf import SafeRLHF, preference_loss, safety_logit
+from baselines import safe_rlhf
+from baselines.safe_rlhf import CostCalibration, SafeRLHF, preference_loss, relabel_rewards, safety_logit
 from bench.data import Dataset
 from bench.errors import BadInput, FeedbackError
 from bench.evaluation import evaluate_policy
@@ -34,10 +39,21 @@ def feedback(sim_dataset: Dataset) -> FeedbackView:
     return make_feedback(sim_dataset, THRESHOLD, seed=0, settings=FeedbackSettings(num_queries=400)).view()
 
 
-def spec_for(ds: Dataset, tmp: Path | None, vae: bool = True, **overrides: Any) -> TrainSpec:
+def spec_for(ds: Dataset, tmp: Path | None, vae: bool = True, threshold: float = THRESHOLD, **overrides: Any) -> TrainSpec:
     profile = Profile("tiny", 20, 0.3, 2, 0, 2, 3, 1000, 400)
-    return TrainSpec(task=ds.task, threshold=THRESHOLD, seed=1, profile=profile, checkpoint_dir=tmp,
+    return TrainSpec(task=ds.task, threshold=threshold, seed=1, profile=profile, checkpoint_dir=tmp,
                      overrides={**TINY, **(TINY_VAE if vae else {}), **overrides})
+
+
+def held_out_indices(feedback: FeedbackView, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which pairs / labels FeedbackView.split holds out: split a view whose entries are their own indices."""
+    p, s = feedback.num_pairs, feedback.num_safety_labels
+    index_view = FeedbackView(
+        segment_length=feedback.segment_length, pair_episode=np.repeat(np.arange(p)[:, None], 2, 1),
+        pair_start=np.zeros((p, 2), np.int64), pair_label=np.zeros(p, np.float32),
+        safety_episode=np.arange(s), safety_start=np.zeros(s, np.int64), safety_label=np.zeros(s, np.float32))
+    _, held = index_view.split(fraction, seed)
+    return held.pair_episode[:, 0], held.safety_episode
 
 
 def test_preference_loss_by_hand_and_sign() -> None:
@@ -51,21 +67,106 @@ def test_preference_loss_by_hand_and_sign() -> None:
     assert tie.item() == pytest.approx(math.log(2.0))
 
 
-def test_safety_logit_flips_at_the_segment_budget() -> None:
-    budget = 20.0 * 20 / 100  # kappa * H / T for BallRun at kappa 20
-    logits = safety_logit(torch.tensor([4.0, 3.0, 6.0]), budget, 0.5)
+def test_safety_logit_and_the_calibration_by_hand() -> None:
+    logits = safety_logit(torch.tensor([4.0, 3.0, 6.0]), 4.0, 2.0)
     assert logits.tolist() == pytest.approx([0.0, 2.0, -4.0])
+    calibration = CostCalibration(segment_length=20, device="cpu")  # starts at b = H / 2, k = 1
+    assert calibration.budget().item() == pytest.approx(10.0) and calibration.slope().item() == pytest.approx(1.0)
+    assert calibration.logit(torch.tensor([7.0])).item() == pytest.approx(3.0)
+    with torch.no_grad():
+        calibration.beta.fill_(50.0)  # the budget stays inside (0, H], the range of H costs in (0, 1)
+    assert calibration.budget().item() == pytest.approx(20.0)
 
 
-def test_end_to_end_learns_from_feedback_only(sim_dataset: Dataset, feedback: FeedbackView, tmp_path: Path) -> None:
+@pytest.mark.parametrize("hidden_threshold", [10.0, 40.0])
+def test_cost_model_learns_a_threshold_it_is_never_told(sim_dataset: Dataset, hidden_threshold: float) -> None:
+    """Labels from the teacher's rule at a kappa the learner never sees (its spec says 999, which would
+    call every segment safe if it calibrated at kappa H / T): the learned budget separates held-out
+    safe and unsafe segments, and the derived episode limit b T / H separates the relabelled episodes
+    the way the hidden kappa separates the true ones."""
+    fb = make_feedback(sim_dataset, hidden_threshold, seed=0, settings=FeedbackSettings(num_queries=400)).view()
+    assert 0.3 < fb.safety_label.mean() < 0.7  # both classes: accuracy is not the majority share
+    spec = spec_for(sim_dataset, None, threshold=999.0)
+    stage1 = SafeRLHF().stage_one(spec, TrainInputs(data=sim_dataset.learner_view(), feedback=fb))
+    assert stage1.info["cost_model_accuracy"] >= 0.85
+    _, costs = SafeRLHF._relabel(stage1.reward_model, stage1.cost_model, sim_dataset.learner_view(), "cpu")
+    relabelled = np.add.reduceat(costs.astype(np.float64), sim_dataset.episodes.starts)
+    limit = stage1.episode_cost_limit(sim_dataset.task.episode_length)
+    assert limit == pytest.approx(stage1.info["stage2_cost_limit"])
+    assert np.mean((relabelled <= limit) == (sim_dataset.episode_costs <= hidden_threshold)) >= 0.8
+
+
+def test_stage_one_reads_no_threshold(sim_dataset: Dataset, feedback: FeedbackView) -> None:
+    """Two runs that differ only in the threshold (and one without the teacher's budget in the
+    feedback's provenance) fit the same models and the same stage-2 cost limit."""
+    fits = []
+    for threshold, fb in [(5.0, feedback), (50.0, replace(feedback, provenance={}))]:
+        spec = spec_for(sim_dataset, None, threshold=threshold, model_steps=40)
+        fits.append(SafeRLHF().stage_one(spec, TrainInputs(data=sim_dataset.learner_view(), feedback=fb)))
+    a, b = fits
+    for ma, mb in [(a.reward_model, b.reward_model), (a.cost_model, b.cost_model)]:
+        for (name, ta), tb in zip(ma.net.state_dict().items(), mb.net.state_dict().values()):
+            assert torch.equal(ta, tb), name
+    assert a.calibration.state_dict()["beta"] == b.calibration.state_dict()["beta"]
+    assert a.info == b.info and a.episode_cost_limit(100) == b.episode_cost_limit(100)
+
+
+def test_trains_on_the_shared_split_and_scores_on_its_held_out_part(sim_dataset: Dataset, feedback: FeedbackView) -> None:
+    """The held-out part is FeedbackView.split(holdout_fraction, seed)'s (PreSa's): flipping exactly its
+    labels leaves the models unchanged and turns each accuracy a into 1 - a."""
+    spec = spec_for(sim_dataset, None, model_steps=60)
+    pairs, labels = held_out_indices(feedback, 0.1, spec.seed)
+    flipped_pairs, flipped_labels = feedback.pair_label.copy(), feedback.safety_label.copy()
+    flipped_pairs[pairs] = 1.0 - flipped_pairs[pairs]  # ties stay ties
+    flipped_labels[labels] = 1.0 - flipped_labels[labels]
+    flipped = replace(feedback, pair_label=flipped_pairs, safety_label=flipped_labels)
+    fits = [SafeRLHF().stage_one(spec, TrainInputs(data=sim_dataset.learner_view(), feedback=fb)) for fb in (feedback, flipped)]
+    a, b = fits
+    for ta, tb in zip(a.cost_model.net.state_dict().values(), b.cost_model.net.state_dict().values()):
+        assert torch.equal(ta, tb)
+    for ta, tb in zip(a.reward_model.net.state_dict().values(), b.reward_model.net.state_dict().values()):
+        assert torch.equal(ta, tb)
+    assert a.info["held_out_pairs"] == len(pairs) == 40 and a.info["held_out_labels"] == len(labels) == 40
+    assert a.info["feedback_split"] == {"holdout_fraction": 0.1, "seed": spec.seed}
+    assert b.info["cost_model_accuracy"] == pytest.approx(1.0 - a.info["cost_model_accuracy"])
+    assert b.info["reward_model_accuracy"] == pytest.approx(1.0 - a.info["reward_model_accuracy"])
+    assert a.info["cost_model_accuracy"] > 0.5 and a.info["reward_model_accuracy"] > 0.5
+
+
+def test_relabelled_rewards_keep_their_sign() -> None:
+    """Positive affine in the model's output (Bradley-Terry's ordering kept, its free shift and scale
+    removed) and never negative, so ending an episode early never adds return."""
+    raw = np.random.default_rng(0).normal(-3.0, 2.0, 500)  # a BT head that came out mostly negative
+    r = relabel_rewards(raw)
+    assert r.min() == 0.0 and np.all(r >= 0)
+    assert r.std() == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_array_equal(np.argsort(r, kind="stable"), np.argsort(raw, kind="stable"))
+    np.testing.assert_allclose(relabel_rewards(3.0 * raw + 7.0), r, atol=1e-5)  # same for any BT-equivalent head
+    episode = r[:100]
+    assert np.all(np.diff(np.cumsum(episode)) >= 0)  # every prefix (an early end) returns no more than the whole
+
+
+def test_end_to_end_learns_from_feedback_only(sim_dataset: Dataset, feedback: FeedbackView, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    limits: list[float] = []
+    real = safe_rlhf.train_constrained
+
+    def recording(kind: str, spec: TrainSpec, *args: Any, **kwargs: Any) -> Any:
+        limits.append(spec.threshold)
+        return real(kind, spec, *args, **kwargs)
+
+    monkeypatch.setattr(safe_rlhf, "train_constrained", recording)
     inputs = TrainInputs(data=sim_dataset.learner_view(), feedback=feedback, dataset=None)
     out = SafeRLHF().train(spec_for(sim_dataset, tmp_path), inputs)
     info = out.info
     assert info["held_out_pairs"] == 40 and info["held_out_labels"] == 40
     assert info["reward_model_accuracy"] > 0.75 and info["cost_model_accuracy"] > 0.75
-    # the relabelled episode cost is on the scale of the true one (what the threshold is compared to)
-    true_mean = float(sim_dataset.episode_costs.mean())
-    assert 0.5 * true_mean < info["relabelled_mean_episode_cost"] < 1.5 * true_mean
+    # stage 2 gets the learned limit b T / H, not the run's threshold
+    assert limits == [pytest.approx(info["segment_cost_budget"] * 100 / feedback.segment_length)]
+    assert limits[0] == pytest.approx(info["stage2_cost_limit"]) and limits[0] != THRESHOLD
+    # the relabelled episodes are safe about as often as the true ones under the real threshold
+    true_share = float(np.mean(sim_dataset.episode_costs <= THRESHOLD))
+    assert abs(info["relabelled_safe_episode_share"] - true_share) < 0.2
     assert info["offline_rl"] == "bcq-lag" and out.steps == 6
     summary = evaluate_policy(out.policy, sim_dataset.task, THRESHOLD, episodes=2, seed=0).summary()
     assert np.isfinite(summary["normalized_reward"])
@@ -87,6 +188,13 @@ def test_rerun_loads_the_models_and_matches(sim_dataset: Dataset, feedback: Feed
     obs = sim_dataset.observations[:30]
     np.testing.assert_array_equal(first.policy.act(obs), second.policy.act(obs))
     assert second.info["reward_model_accuracy"] == first.info["reward_model_accuracy"]
+    assert second.info["stage2_cost_limit"] == first.info["stage2_cost_limit"]
+    # a stage-1 checkpoint of the old format (calibrated at the threshold) is refused, not reused
+    saved = torch.load(tmp_path / "safe_rlhf_models.pt", weights_only=False)
+    del saved["format"], saved["calibration"]
+    torch.save(saved, tmp_path / "safe_rlhf_models.pt")
+    with pytest.raises(FeedbackError, match="older version"):
+        SafeRLHF().train(spec, inputs)
 
 
 def test_stage_two_is_selectable(sim_dataset: Dataset, feedback: FeedbackView) -> None:
@@ -105,6 +213,10 @@ def test_bad_input(sim_dataset: Dataset, feedback: FeedbackView) -> None:
         SafeRLHF.config_for(spec_for(sim_dataset, None, offline_rl="sac"))
     with pytest.raises(BadInput, match="unknown setting 'criticlr'"):
         SafeRLHF.config_for(spec_for(sim_dataset, None, **{"rl.criticlr": 1.0}))
+    with pytest.raises(BadInput, match="calibration_lr must be > 0"):
+        SafeRLHF.config_for(spec_for(sim_dataset, None, calibration_lr=0.0))
+    with pytest.raises(BadInput, match="unknown setting 'cost_temperature'"):  # replaced by the learned slope
+        SafeRLHF.config_for(spec_for(sim_dataset, None, cost_temperature=1.0))
     with pytest.raises(FeedbackError, match="got no feedback"):
         SafeRLHF().train(spec_for(sim_dataset, None), TrainInputs(data=sim_dataset.learner_view()))
 
