@@ -132,7 +132,7 @@ def test_cli_probe_writes_the_card_and_info_shows_it(datasets: dict[str, Path], 
     assert "no separation" in result.output
     card = read_card(path)
     assert card["probe"]["settings"]["seeds"] == [3] and card["probe"]["settings"]["train_steps"] == 300
-    assert card["probe"]["flagged"] is True and card["probe"]["command"].startswith("presa-bench data probe")
+    assert card["probe"]["flagged"] is True and card["probe"]["command"].startswith("presa-bench")
     if before is not None:  # keys other than the probe survive
         assert {k: v for k, v in card.items() if k != "probe"} == {k: v for k, v in before.items() if k != "probe"}
     info = runner.invoke(app, ["data", "info", "--task", "BallRun", "--dataset", str(path)])
