@@ -91,14 +91,6 @@ BUDGETS: dict[str, CollectBudget] = {
         cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125), (0.5, 0.5), (1.0, 1.0)),
         snapshots=20, noise_stds=(0.0, 0.15, 0.3, 0.6), episodes_per_rollout=10, target_episodes=None,
     ),
-    # paper for the Run tasks (speed limit; docs/datasets.md "BallRun"): the run held at 1/2 x max
-    # cost is replaced by a downward sweep (DSRL's DroneRun sweep 100 -> 5). Held mid limits learn to
-    # ride the speed limit (cost 40 at the reward of a safe policy), which makes cloning timid.
-    "paper-run": CollectBudget(
-        "paper-run", train_episodes=2500,
-        cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125), (2.5, 0.0625), (1.0, 1.0)),
-        snapshots=20, noise_stds=(0.0, 0.15, 0.3, 0.6), episodes_per_rollout=10, target_episodes=None,
-    ),
 }
 
 

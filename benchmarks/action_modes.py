@@ -10,6 +10,8 @@ Printed (docs/datasets.md, "BallRun"):
 - the mean action spread among each sampled state's 30 nearest neighbours (standardized
   observations) against the dataset's overall action spread (close = the action at a state is
   mostly noise / several behaviours);
+- the steps above the limit (cost 1): the share made by episodes with reward > 600 and the mean
+  forward action of each kind there;
 - at the same states, the mean forward action (action 0) of episodes with cost > 40 minus that of
   episodes with cost <= 20.
 """
@@ -55,10 +57,17 @@ def main() -> None:
               f"reward median {np.median(R[low]):.0f}")
     print(f"episodes with reward < 100 (untrained snapshots): {(R < 100).sum()} ({100 * (R < 100).mean():.1f}%)")
 
+    # the steps above the limit (cost 1): who makes them, and what do they do there
+    over = ds.costs > 0
+    ep_reward = R[ep.episode_of()]
+    fast = ep_reward > 600
+    print(f"steps with cost: {over.sum()}; from episodes with reward > 600: {100 * (over & fast).sum() / max(over.sum(), 1):.0f}%; "
+          f"mean action 0 there: reward > 600 {a[over & fast, 0].mean() if (over & fast).any() else float('nan'):.2f}, "
+          f"others {a[over & ~fast, 0].mean():.2f}")
     z = (ds.observations - ds.observations.mean(0)) / (ds.observations.std(0) + 1e-8)
     rng = np.random.default_rng(0)
     sample = rng.choice(len(z), min(args.states, len(z)), replace=False)
-    ep_cost = C[ep.episode_of]
+    ep_cost = C[ep.episode_of()]
     costly, safe = ep_cost > 40, ep_cost <= task.thresholds[1]
     spreads, gaps = [], []
     for chunk in np.array_split(sample, max(1, len(sample) // 100)):
