@@ -140,7 +140,8 @@ def test_cli_collect_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setenv("DSRL_DATASET_DIR", str(tmp_path / "unused"))
     out = tmp_path / "cli"
-    args = ["data", "collect", "--task", "BallRun", "--profile", "smoke", "--episodes", "5", "--dataset-dir", str(out)]
+    args = ["data", "collect", "--task", "BallRun", "--profile", "smoke", "--episodes", "5", "--dataset-dir", str(out),
+            "--no-probe"]  # the probe: tests/test_probe.py
     assert main(args) == 0
     assert (out / TASK.dataset_filename(5)).is_file() and (out / TASK.dataset_filename(5)).with_suffix(".json").is_file()
     assert not (tmp_path / "unused").exists()

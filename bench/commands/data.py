@@ -27,6 +27,13 @@ def info(
     from bench.console import console as _console
     console = _console()
     console.print(summary_table(ds))
+    from bench.probe import print_probe, stored_probe
+
+    probe, fresh = stored_probe(ds.path)
+    if probe is not None:
+        print_probe(console, probe, fresh)
+    else:
+        console.print(f"no discrimination probe in this dataset's card: run `presa-bench data probe --dataset {ds.path}`")
     if plot is not None:
         scatter_plot(ds, plot)
         console.print(f"scatter plot saved to {plot}")
@@ -41,6 +48,8 @@ def collect_cmd(
     dataset_dir: Optional[Path] = typer.Option(None, "--dataset-dir", help="Output directory (default: $DSRL_DATASET_DIR, else ~/.dsrl/datasets)."),
     profile: str = typer.Option("quick", "--profile", help="Budget: smoke (seconds), quick (minutes for a Bullet task), paper (DSRL-like)."),
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Override the env steps per behaviour policy."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="End with the discrimination probe (minutes; see `data probe`)."),
+    probe_config: Optional[Path] = typer.Option(None, "--probe-config", help="Probe settings YAML (default bench/assets/probe.yaml)."),
 ) -> None:
     """Build a DSRL-format dataset in the task's real simulator (PPO-Lagrangian behaviour policies,
     noisy rollouts, (cost, reward) grid filter). Resumable: rerun the same command to continue."""
@@ -53,6 +62,9 @@ def collect_cmd(
     from bench.console import console as _console
     from bench.tasks import get_task
 
+    from bench.probe import load_settings
+
+    probe_settings = load_settings(probe_config) if probe else None  # bad probe settings fail before collecting
     cfg = CollectConfig(
         task=get_task(task), budget=get_budget(profile), seed=seed, workers=workers, out_dir=dataset_dir,
         episodes=episodes, train_steps=train_steps, command=shlex.join(["presa-bench", *sys.argv[1:]]),
@@ -80,3 +92,52 @@ def collect_cmd(
     )
     bands = ", ".join(f"{k}: {v}" for k, v in card["dataset"]["episodes_per_cost_band"].items())
     console.print(f"episodes per cost band {bands}; total time this call {card['timing_seconds']['total_wall_this_call']:.0f} s")
+    if probe_settings is not None:
+        _probe_and_record(result.path, cfg.task, probe_settings, console, cfg.command)
+
+
+def _probe_and_record(path: Path, task, settings, console, command: str) -> None:  # type: ignore[no-untyped-def]
+    from bench.probe import print_probe, run_probe, write_probe
+
+    s = settings
+    console.print(
+        f"discrimination probe: {s.unsafe_algorithm} and {s.safe_algorithm}, {s.train_steps} steps each, "
+        f"{s.eval_episodes} episodes per threshold and seed, seeds {', '.join(map(str, s.seeds))}"
+    )
+    result = run_probe(path, task, settings, progress=lambda msg: console.print(f"  {msg}"))
+    card = write_probe(path, result, command)
+    print_probe(console, result.to_card())
+    console.print(f"probe took {result.seconds:.0f} s; recorded in {card}")
+
+
+@app.command("probe")
+def probe_cmd(
+    task: str = typer.Option(..., "--task", help="Short DSRL task name, e.g. BallRun."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset file or directory (overrides the lookup)."),
+    probe_config: Optional[Path] = typer.Option(None, "--probe-config", help="Probe settings YAML (default bench/assets/probe.yaml)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps per model (overrides the config)."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", help="Evaluation episodes per threshold and seed."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds, e.g. 0,10,20."),
+) -> None:
+    """Discrimination probe: train the config's unsafe and safe learners (BC-All, BC-Safe) briefly, evaluate
+    them at each threshold, record in the dataset's card whether the dataset separates them."""
+    import shlex
+    import sys
+
+    from bench.console import console as _console
+    from bench.data import find_dataset
+    from bench.errors import BadInput
+    from bench.probe import load_settings
+    from bench.tasks import get_task
+
+    seed_list = None
+    if seeds is not None:
+        try:
+            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            raise BadInput(f"--seeds must be comma-separated integers, e.g. 0,10,20 (got '{seeds}')") from None
+    settings = load_settings(probe_config, train_steps=steps, eval_episodes=episodes, seeds=seed_list)
+    t = get_task(task)
+    t.require_supported()
+    path = find_dataset(t, dataset)
+    _probe_and_record(path, t, settings, _console(), shlex.join(["presa-bench", *sys.argv[1:]]))
