@@ -12,7 +12,7 @@ app = typer.Typer(help="Inspect and build DSRL-format datasets.", no_args_is_hel
 
 @app.command("info")
 def info(
-    task: str = typer.Option(..., "--task", help="Short DSRL task name, e.g. BallCircle."),
+    task: Optional[str] = typer.Option(None, "--task", help="Short DSRL task name, e.g. BallCircle (default: from a --dataset FILE named as DSRL names its files)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset file or directory (overrides the lookup)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save the (episode cost, episode reward) scatter here (PNG/PDF)."),
 ) -> None:
@@ -20,9 +20,16 @@ def info(
 
     from bench.data import load_task_dataset
     from bench.datainfo import scatter_plot, summary_table
-    from bench.tasks import get_task
+    from bench.errors import BadInput
+    from bench.tasks import get_task, task_from_filename
 
-    t = get_task(task)
+    if task is not None:
+        t = get_task(task)
+    else:
+        t = task_from_filename(dataset) if dataset is not None and not dataset.is_dir() else None
+        if t is None:
+            where = f"'{dataset.name}' is not named <SimulatorId>-<maxCost>-<N>.hdf5" if dataset is not None and not dataset.is_dir() else "no --dataset FILE given"
+            raise BadInput(f"which task? {where}: pass --task, e.g. --task BallCircle")
     ds = load_task_dataset(t, dataset)
     from bench.console import console as _console
     console = _console()
@@ -80,3 +87,35 @@ def collect_cmd(
     )
     bands = ", ".join(f"{k}: {v}" for k, v in card["dataset"]["episodes_per_cost_band"].items())
     console.print(f"episodes per cost band {bands}; total time this call {card['timing_seconds']['total_wall_this_call']:.0f} s")
+
+
+@app.command("download")
+def download_cmd(
+    task: Optional[str] = typer.Option(None, "--task", help="Short DSRL task name, e.g. BallCircle."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Every task of a suite: bullet, safety-gymnasium or paper (both)."),
+    dataset_dir: Optional[Path] = typer.Option(None, "--dataset-dir", help="Output directory (default: $DSRL_DATASET_DIR, else ~/.dsrl/datasets)."),
+    revision: str = typer.Option("main", "--revision", help="Revision (branch or commit) of DSRL's Hugging Face dataset."),
+    attempts: int = typer.Option(4, "--attempts", help="Tries per file on transient failures (back-off 1, 2, 4... s)."),
+) -> None:
+    """Download DSRL's files from their current home (Hugging Face dataset YYY-45/DSRL) into the
+    dataset directory: resumed on a dropped connection, sha256 and data checks, atomic rename."""
+    from bench.console import console as _console
+    from bench.download import download, suite_tasks
+    from bench.errors import BadInput
+    from bench.tasks import get_task
+
+    if (task is None) == (suite is None):
+        raise BadInput("give exactly one of --task T or --suite bullet|safety-gymnasium|paper")
+    if attempts < 1:
+        raise BadInput(f"--attempts must be at least 1, got {attempts}")
+    tasks = [get_task(task)] if task is not None else suite_tasks(suite or "")
+    console = _console()
+    for t in tasks:
+        got = download(t, dataset_dir, revision=revision, attempts=attempts, log=console.print)
+        if not got.fetched:
+            console.print(f"{t.name}: {got.path} already there (validated)")
+            continue
+        check = "sha256 matches the hub's" if got.hash_checked else "the hub gave no sha256 (size checked)"
+        console.print(
+            f"{t.name}: {got.path} ({got.bytes / 1e6:.1f} MB, commit {got.commit or '?'}, {check}, validated)"
+        )
