@@ -52,7 +52,13 @@ EXECUTOR ?=
 SWEEP_FLAGS ?=
 .PHONY: reproduce-paper
 
+# First stage: every dataset the grid needs that is not found is downloaded from DSRL's Hugging Face
+# dataset, or (offline) built with `data collect --profile $(COLLECT_PROFILE)`; one resumable unit
+# per task, on Slurm too (EXECUTOR=slurm: one job per task). FETCH= skips the stage.
+COLLECT_PROFILE ?= quick
+FETCH ?= --fetch-missing --collect-profile $(COLLECT_PROFILE)
 reproduce-paper: install
+	$(if $(FETCH),$(BIN)/presa-bench sweep --config configs/$(PROFILE).yaml --results $(REPRO_RESULTS) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(SWEEP_FLAGS) $(FETCH) --fetch-only)
 	$(BIN)/presa-bench sweep --config configs/$(PROFILE).yaml --results $(REPRO_RESULTS) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(SWEEP_FLAGS)
 	$(BIN)/presa-bench report --results $(REPRO_RESULTS) --out $(REPRO_RESULTS)/report
 

@@ -219,3 +219,23 @@ def test_offline_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys) -> 
     assert main(["data", "download", "--suite", "bullet", "--dataset-dir", str(tmp_path)]) == 2
     assert "HF_HUB_OFFLINE" in capsys.readouterr().err
     assert _no_partial_files(tmp_path) == []
+
+
+def test_sweep_fetch_missing_downloads_else_collects_as_resumable_units(hub: Hub, tmp_path: Path, capsys) -> None:
+    """`sweep --fetch-missing --fetch-only` on submitit's local executor (the Slurm code path):
+    BallRun is on the hub -> downloaded; CarRun is not -> collected (smoke budget); a rerun finds
+    both and does nothing."""
+    data = tmp_path / "data"
+    args = ["sweep", "--tasks", "BallRun,CarRun", "--algos", "bc-all", "--seeds", "0", "--profile", "smoke",
+            "--dataset", str(data), "--results", str(tmp_path / "results"), "--executor", "submitit-local",
+            "--slurm-timeout-min", "30", "--fetch-missing", "--fetch-only", "--collect-profile", "smoke"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "dataset BallRun: downloaded" in out and "dataset CarRun: collected" in out
+    assert (data / TASK.dsrl_filename).read_bytes() == hub.files[TASK.dsrl_filename]
+    car = get_task("CarRun")
+    (collected,) = sorted(data.glob(f"{car.simulator_id}-*.hdf5"))
+    assert load_dataset(collected, car).num_episodes == 8
+    before = len(hub.requests)
+    assert main(args) == 0
+    assert "all 2 task(s) have one" in capsys.readouterr().out and len(hub.requests) == before
