@@ -79,3 +79,21 @@ bench: install
 	$(BIN)/python benchmarks/bench_presa.py --task $(TASK) $(BENCH_FLAGS)
 bench-gpu: install
 	$(BIN)/python benchmarks/bench_presa.py --task $(TASK) $(BENCH_GPU_FLAGS) --json bench-gpu.json
+
+# ---- Safety-Gymnasium end to end (issue 16): a tiny collected dataset (smoke budget) on one
+# navigation and one velocity task, synthetic feedback, smoke runs of presa and bc-safe, evaluation
+# in the simulator, stored and reported. Measured time in docs/datasets.md. Segments of 20 steps and
+# 100 queries: the smoke data is 8 episodes (Hopper's untrained policies fall within 100 steps).
+SG_SMOKE_DIR ?= results/sg-smoke
+SG_SMOKE_TASKS ?= PointGoal1 HopperVelocity
+SG_SMOKE_FLAGS ?= --profile smoke --num-queries 100 --set feedback.segment_length=20
+.PHONY: sg-smoke
+sg-smoke: install
+	set -e; for t in $(SG_SMOKE_TASKS); do \
+	  $(BIN)/presa-bench data collect --task $$t --profile smoke --dataset-dir $(SG_SMOKE_DIR)/datasets; \
+	  for a in presa bc-safe; do \
+	    $(BIN)/presa-bench run --task $$t --algo $$a $(SG_SMOKE_FLAGS) --dataset $(SG_SMOKE_DIR)/datasets --results $(SG_SMOKE_DIR)/results; \
+	  done; \
+	done
+	$(BIN)/presa-bench report --results $(SG_SMOKE_DIR)/results --out $(SG_SMOKE_DIR)/report
+
