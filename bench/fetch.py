@@ -113,10 +113,20 @@ def fetch_missing(
     directory = target_directory(dataset)
     workers = int((slurm or {}).get("cpus_per_task") or 1) if executor == "slurm" else 1
     specs = [ObtainSpec(t, str(directory), collect_profile, workers, attempts=attempts) for t in todo]
+    return run_units(_safe, specs, executor, slurm, log_dir, report)
+
+
+def run_units(
+    fn: Callable[[Any], Obtained], specs: list[Any], executor: str, slurm: dict[str, Any] | None,
+    log_dir: Path | str, report: Callable[[Obtained], None] | None = None,
+) -> list[Obtained]:
+    """fn(spec) for every spec: in order in this process (local), or one submitit job per spec."""
+    if executor not in ("local", "slurm", "submitit-local"):
+        raise BadInput(f"unknown executor '{executor}': choose local, slurm or submitit-local")
     outcomes: list[Obtained] = []
     if executor == "local":
         for spec in specs:
-            outcome = _safe(spec)
+            outcome = fn(spec)
             outcomes.append(outcome)
             if report is not None:
                 report(outcome)
@@ -125,10 +135,10 @@ def fetch_missing(
 
     cluster = "local" if executor == "submitit-local" else "slurm"
     ex = submitit.AutoExecutor(folder=Path(log_dir) / "submitit-data" / "%j", cluster=cluster)
-    params = {k: v for k, v in (slurm or {}).items() if k != "gpus_per_node"}  # collection is CPU work
+    params = {k: v for k, v in (slurm or {}).items() if k != "gpus_per_node" and v is not None}  # CPU work
     if params:
         ex.update_parameters(**params)
-    jobs = ex.map_array(_safe, specs)
+    jobs = ex.map_array(fn, specs)
     for spec, job in zip(specs, jobs):
         try:
             outcome = job.result()
@@ -139,3 +149,37 @@ def fetch_missing(
         if report is not None:
             report(outcome)
     return outcomes
+
+
+@dataclass(frozen=True)
+class CollectUnit:
+    """One `data collect` of a task, as a job (pickled to Slurm by submitit)."""
+
+    task: str
+    directory: str | None
+    profile: str
+    seed: int
+    workers: int
+    episodes: int | None
+    train_steps: int | None
+    command: str
+
+
+def collect_unit(unit: CollectUnit) -> Obtained:
+    import bench  # noqa: F401
+    from bench.collect import CollectConfig, collect, get_budget
+
+    try:
+        cfg = CollectConfig(
+            task=get_task(unit.task), budget=get_budget(unit.profile), seed=unit.seed, workers=unit.workers,
+            out_dir=Path(unit.directory) if unit.directory else None, episodes=unit.episodes,
+            train_steps=unit.train_steps, command=unit.command,
+        )
+        result = collect(cfg)
+    except BenchError as exc:
+        return Obtained(unit.task, "failed", None, str(exc))
+    c = result.card
+    return Obtained(
+        unit.task, "collected", str(result.path),
+        f"{c['counts']['episodes']} episodes, {c['timing_seconds']['total_wall_this_call']:.0f} s",
+    )

@@ -207,3 +207,18 @@ def test_replay_seeds_reproduce_every_episode(smoke) -> None:
     env = make_env(TASK)
     assert np.abs(reset_for_replay(env, int(seeds[0]) + 1) - ds.observations[starts[0]]).max() > 1e-3
     env.close()
+
+
+def test_cli_collect_on_submitit(tmp_path: Path) -> None:
+    """`data collect --executor slurm` runs each task as a submitit job; the same code path on
+    submitit's local executor writes the file and its card."""
+    from bench.cli import main
+
+    out = tmp_path / "sub"
+    args = ["data", "collect", "--task", "BallRun", "--profile", "smoke", "--episodes", "5", "--dataset-dir", str(out),
+            "--executor", "submitit-local", "--log-dir", str(tmp_path / "logs"), "--slurm-timeout-min", "30"]
+    assert main(args) == 0
+    path = out / TASK.dataset_filename(5)
+    assert load_dataset(path, TASK).num_episodes == 5 and path.with_suffix(".json").is_file()
+    assert list((tmp_path / "logs" / "submitit-data").iterdir())
+    assert main(["data", "collect", "--suite", "nope", "--executor", "submitit-local"]) == 2

@@ -41,7 +41,12 @@ def info(
 
 @app.command("collect")
 def collect_cmd(
-    task: str = typer.Option(..., "--task", help="Short DSRL task name, e.g. BallCircle."),
+    task: Optional[str] = typer.Option(None, "--task", help="Short DSRL task name, e.g. BallCircle (comma-separated for several)."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Every task of a suite instead: bullet, safety-gymnasium or paper."),
+    executor: str = typer.Option("local", "--executor", help="local (one task after another here), slurm (one submitit job per task) or submitit-local."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition."),
+    slurm_timeout_min: int = typer.Option(720, "--slurm-timeout-min", help="Slurm time limit per task (minutes); a rerun resumes a job cut by it."),
+    log_dir: Path = typer.Option(Path("results"), "--log-dir", help="submitit logs go to <log-dir>/submitit-data/."),
     episodes: Optional[int] = typer.Option(None, "--episodes", help="Episodes to keep after filtering (default: the profile's; quick/paper: as many as DSRL's file)."),
     seed: int = typer.Option(0, "--seed", help="Seed of training, rollouts and filtering."),
     workers: int = typer.Option(1, "--workers", help="Processes for training runs and rollouts (one core each)."),
@@ -60,6 +65,15 @@ def collect_cmd(
     from bench.console import console as _console
     from bench.tasks import get_task
 
+    from bench.errors import BadInput
+
+    if (task is None) == (suite is None):
+        raise BadInput("give exactly one of --task T (or T1,T2) or --suite bullet|safety-gymnasium|paper")
+    if suite is not None or "," in (task or "") or executor != "local":
+        _collect_many(task, suite, executor, slurm_partition, slurm_timeout_min, log_dir, dataset_dir, profile,
+                      seed, workers, episodes, train_steps)
+        return
+    assert task is not None
     cfg = CollectConfig(
         task=get_task(task), budget=get_budget(profile), seed=seed, workers=workers, out_dir=dataset_dir,
         episodes=episodes, train_steps=train_steps, command=shlex.join(["presa-bench", *sys.argv[1:]]),
@@ -87,6 +101,36 @@ def collect_cmd(
     )
     bands = ", ".join(f"{k}: {v}" for k, v in card["dataset"]["episodes_per_cost_band"].items())
     console.print(f"episodes per cost band {bands}; total time this call {card['timing_seconds']['total_wall_this_call']:.0f} s")
+
+
+def _collect_many(task, suite, executor, partition, timeout_min, log_dir, dataset_dir, profile, seed, workers,
+                  episodes, train_steps) -> None:  # type: ignore[no-untyped-def]
+    """Several tasks (or one on Slurm): one resumable `data collect` unit per task."""
+    import shlex
+    import sys
+
+    from bench.collect import CollectConfig, get_budget
+    from bench.console import console as _console
+    from bench.download import suite_tasks
+    from bench.errors import BenchError
+    from bench.fetch import CollectUnit, collect_unit, run_units
+    from bench.tasks import get_task
+
+    tasks = suite_tasks(suite) if suite is not None else [get_task(t.strip()) for t in task.split(",") if t.strip()]
+    for t in tasks:  # bad input (unsupported task, --workers 0, unknown profile) before anything is submitted
+        CollectConfig(task=t, budget=get_budget(profile), seed=seed, workers=workers, episodes=episodes, train_steps=train_steps)
+    command = shlex.join(["presa-bench", *sys.argv[1:]])
+    units = [CollectUnit(t.name, str(dataset_dir) if dataset_dir else None, profile, seed, workers, episodes, train_steps, command)
+             for t in tasks]
+    slurm = {"timeout_min": timeout_min, "cpus_per_task": workers, "slurm_partition": partition}
+    console = _console()
+    console.print(f"collecting {len(units)} task(s) ({profile} profile, {executor} executor)")
+    outcomes = run_units(collect_unit, units, executor, slurm, log_dir,
+                         report=lambda o: console.print(f"{o.task}: {o.how} {o.path or ''} ({o.detail})"))
+    failed = [o for o in outcomes if o.how == "failed"]
+    if failed:
+        raise BenchError(f"{len(failed)} of {len(outcomes)} collection(s) failed ({', '.join(o.task for o in failed)}); "
+                         "rerun the same command to resume them")
 
 
 @app.command("download")
