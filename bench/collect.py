@@ -93,6 +93,12 @@ BUDGETS: dict[str, CollectBudget] = {
         "lite", train_episodes=250, cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125)), snapshots=6,
         noise_stds=(0.0, 0.25, 0.5), episodes_per_rollout=8, target_episodes=300,
     ),
+    # lite with 4 episodes per (snapshot, noise) (168 episodes): the last four Bullet files shipped
+    # (Ant/Car/Drone Circle, AntRun), collected while the shared machine's load was 15-22
+    "mini": CollectBudget(
+        "mini", train_episodes=100, cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125)), snapshots=6,
+        noise_stds=(0.0, 0.25, 0.5), episodes_per_rollout=4, target_episodes=150,
+    ),
     # DSRL-like: the limit swept up, plus runs held at 1/8, 1/2 and 1 x MAX_EPISODE_COST. Measured
     # on BallCircle: a sweep alone leaves few safe high-reward episodes (the Lagrangian lags the
     # limit), and a limit near the max cost reaches the top of the reward frontier.
