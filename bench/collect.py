@@ -370,7 +370,8 @@ def reset_for_replay(env: Any, episode_seed: int) -> np.ndarray:
     bullet-safety-gym ignores ``reset(seed=...)`` and draws the start state from numpy's global
     RNG, so that RNG is seeded first; Safety-Gymnasium uses the seed passed to ``reset``.
     Replaying an episode = a fresh ``make_env(task)``, this call with the file's
-    ``replay/episode_seed``, then stepping the stored actions.
+    ``replay/episode_seed``, then stepping the stored actions (collection also runs every
+    episode in a fresh simulator).
     """
     np.random.seed(episode_seed)
     return env.reset(seed=int(episode_seed))[0]
@@ -399,11 +400,19 @@ def rollout(spec: RolloutSpec, report: Report | None = None) -> Path:
     obs = np.zeros((n_envs, envs[0].observation_space.shape[0]))
     active = np.zeros(n_envs, bool)
     seeds = np.zeros(n_envs, np.int64)  # the episode seed of each simulator's current episode
+    used = np.zeros(n_envs, bool)
 
     def reset(i: int) -> None:
         nonlocal started
         episode_seed = int(np.random.SeedSequence([*spec.seed, started]).generate_state(1)[0])
         seeds[i] = episode_seed
+        if used[i]:
+            # every episode in a fresh simulator: a pybullet simulator that has run an episode
+            # starts the same seed differently (measured on CarRun), so replay needs a fresh one.
+            # No profile has more episodes per chunk than simulators, so this changes no file.
+            envs[i].close()
+            envs[i] = make_env(spec.task)
+        used[i] = True
         obs[i] = reset_for_replay(envs[i], episode_seed)
         active[i] = True
         started += 1
