@@ -43,8 +43,9 @@ from bench.tasks import BULLET, Task, dataset_dir
 #: Progress callback: (stage, amount done since the last call). Stages: "train", "rollout".
 Report = Callable[[str, int], None]
 
-#: HDF5 group of a collected file holding what exact replay needs (DSRL's loader reads only the
-#: flat step keys): ``episode_seed`` and ``episode_start`` (int64, one per episode, file order).
+#: HDF5 group of a collected file holding what exact replay needs: ``episode_seed`` and
+#: ``episode_start`` (int64, one per episode, file order). presa-bench's loader reads only DSRL's
+#: flat keys; dsrl's ``get_dataset`` returns these two as extra entries (docs/datasets.md).
 REPLAY_GROUP = "replay"
 
 STEP_KEYS = ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")
