@@ -61,11 +61,11 @@ def test_lookup_through_dataset_dir(sim_dataset_path, monkeypatch):
 
 def test_missing_dataset_says_where_and_how(tmp_path, monkeypatch):
     monkeypatch.setenv("DSRL_DATASET_DIR", str(tmp_path))
-    task = get_task("DroneRun")
+    task = get_task("PointGoal1")  # no Safety-Gymnasium dataset is shipped (all 8 Bullet ones are)
     with pytest.raises(DatasetError) as err:
         find_dataset(task)
     msg = str(err.value)
-    assert str(tmp_path) in msg and "presa-bench data collect --task DroneRun" in msg
+    assert str(tmp_path) in msg and "presa-bench data collect --task PointGoal1" in msg
     with pytest.raises(DatasetError, match="does not exist"):
         find_dataset(task, tmp_path / "nope.hdf5")
 
