@@ -43,6 +43,11 @@ from bench.tasks import BULLET, Task, dataset_dir
 #: Progress callback: (stage, amount done since the last call). Stages: "train", "rollout".
 Report = Callable[[str, int], None]
 
+#: HDF5 group of a collected file holding what exact replay needs: ``episode_seed`` and
+#: ``episode_start`` (int64, one per episode, file order). presa-bench's loader reads only DSRL's
+#: flat keys; dsrl's ``get_dataset`` returns these two as extra entries (docs/datasets.md).
+REPLAY_GROUP = "replay"
+
 STEP_KEYS = ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")
 
 
@@ -82,6 +87,18 @@ BUDGETS: dict[str, CollectBudget] = {
     "quick": CollectBudget(
         "quick", train_episodes=1000, cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125)), snapshots=10,
         noise_stds=(0.0, 0.2, 0.5), episodes_per_rollout=10, target_episodes=None,
+    ),
+    # quick's runs with fewer rollouts (336 episodes): the six non-Ball Bullet files shipped in
+    # bench/assets/datasets were built with it on a shared 2-core machine (docs/datasets.md)
+    "lite": CollectBudget(
+        "lite", train_episodes=250, cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125)), snapshots=6,
+        noise_stds=(0.0, 0.25, 0.5), episodes_per_rollout=8, target_episodes=300,
+    ),
+    # lite with 4 episodes per (snapshot, noise) (168 episodes): the last four Bullet files shipped
+    # (Ant/Car/Drone Circle, AntRun), collected while the shared machine's load was 15-22
+    "mini": CollectBudget(
+        "mini", train_episodes=100, cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125)), snapshots=6,
+        noise_stds=(0.0, 0.25, 0.5), episodes_per_rollout=4, target_episodes=150,
     ),
     # DSRL-like: the limit swept up, plus runs held at 1/8, 1/2 and 1 x MAX_EPISODE_COST. Measured
     # on BallCircle: a sweep alone leaves few safe high-reward episodes (the Lagrangian lags the
@@ -348,6 +365,19 @@ class RolloutSpec:
         return (self.collection_seed, self.run, self.snapshot, self.noise_index)
 
 
+def reset_for_replay(env: Any, episode_seed: int) -> np.ndarray:
+    """Start an episode from its seed, the same way in collection and in replay.
+
+    bullet-safety-gym ignores ``reset(seed=...)`` and draws the start state from numpy's global
+    RNG, so that RNG is seeded first; Safety-Gymnasium uses the seed passed to ``reset``.
+    Replaying an episode = a fresh ``make_env(task)``, this call with the file's
+    ``replay/episode_seed``, then stepping the stored actions (collection also runs every
+    episode in a fresh simulator).
+    """
+    np.random.seed(episode_seed)
+    return env.reset(seed=int(episode_seed))[0]
+
+
 def rollout(spec: RolloutSpec, report: Report | None = None) -> Path:
     """Roll an actor snapshot out for ``spec.episodes`` episodes and save them as one .npz chunk."""
     if spec.out_file.is_file():
@@ -370,12 +400,21 @@ def rollout(spec: RolloutSpec, report: Report | None = None) -> Path:
     started = 0
     obs = np.zeros((n_envs, envs[0].observation_space.shape[0]))
     active = np.zeros(n_envs, bool)
+    seeds = np.zeros(n_envs, np.int64)  # the episode seed of each simulator's current episode
+    used = np.zeros(n_envs, bool)
 
     def reset(i: int) -> None:
         nonlocal started
         episode_seed = int(np.random.SeedSequence([*spec.seed, started]).generate_state(1)[0])
-        np.random.seed(episode_seed)  # bullet-safety-gym ignores reset(seed=...)
-        obs[i] = envs[i].reset(seed=episode_seed)[0]
+        seeds[i] = episode_seed
+        if used[i]:
+            # every episode in a fresh simulator: a pybullet simulator that has run an episode
+            # starts the same seed differently (measured on CarRun), so replay needs a fresh one.
+            # No profile has more episodes per chunk than simulators, so this changes no file.
+            envs[i].close()
+            envs[i] = make_env(spec.task)
+        used[i] = True
+        obs[i] = reset_for_replay(envs[i], episode_seed)
         active[i] = True
         started += 1
 
@@ -389,7 +428,8 @@ def rollout(spec: RolloutSpec, report: Report | None = None) -> Path:
             mean = actor(torch.as_tensor(obs[ids], dtype=torch.float32))[0][0].numpy().astype(np.float64)
         # fsrl's PPOLagrangian maps actions the same way: clip to [-1, 1], then scale to the bounds
         raw = np.clip(mean + spec.noise_std * noise_rng.standard_normal(mean.shape), -1.0, 1.0)
-        actions = low + (high - low) * (raw + 1.0) / 2.0
+        # rounded to the float32 the file stores, so that stepping the stored actions replays exactly
+        actions = (low + (high - low) * (raw + 1.0) / 2.0).astype(np.float32).astype(np.float64)
         for j, i in enumerate(ids):
             nxt, reward, terminated, truncated, info = envs[i].step(actions[j])
             b = buffers[i]
@@ -402,7 +442,7 @@ def rollout(spec: RolloutSpec, report: Report | None = None) -> Path:
             b["timeouts"].append(truncated and not terminated)
             obs[i] = nxt
             if terminated or truncated:
-                finished.append({k: np.asarray(v) for k, v in b.items()})
+                finished.append({**{k: np.asarray(v) for k, v in b.items()}, "seed": seeds[i]})
                 buffers[i] = {k: [] for k in STEP_KEYS}
                 if report is not None:
                     report("rollout", 1)
@@ -423,6 +463,7 @@ def _save_chunk(episodes: list[dict[str, np.ndarray]], path: Path) -> None:
     arrays["terminals"] = arrays["terminals"].astype(bool)
     arrays["timeouts"] = arrays["timeouts"].astype(bool)
     arrays["episode_lengths"] = np.array([len(e["rewards"]) for e in episodes], np.int64)
+    arrays["episode_seeds"] = np.array([e["seed"] for e in episodes], np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, **arrays)
@@ -618,6 +659,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
     # every episode of every chunk, in a fixed order, as (chunk, start, length) + its sums
     chunks = [load_chunk(p) for p in chunk_files]
     ep_chunk, ep_start, ep_len, ep_cost, ep_reward = [], [], [], [], []
+    ep_seed: list[int] | None = []  # None once a chunk saved before seeds were recorded is met
     deterministic: dict[tuple[int, int], tuple[float, float]] = {}  # (run, snapshot) -> noise-free means
     for ci, (spec, chunk) in enumerate(zip(rollouts, chunks)):
         starts = np.concatenate([[0], np.cumsum(chunk["episode_lengths"])[:-1]])
@@ -628,6 +670,8 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
         ep_len += list(chunk["episode_lengths"])
         ep_reward += list(rs)
         ep_cost += list(cs)
+        if ep_seed is not None:
+            ep_seed = ep_seed + list(chunk["episode_seeds"]) if "episode_seeds" in chunk else None
         if spec.noise_std == 0.0:
             deterministic[(spec.run, spec.snapshot)] = (round(float(rs.mean()), 2), round(float(cs.mean()), 2))
     costs, rewards = np.array(ep_cost), np.array(ep_reward)
@@ -646,7 +690,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
         for k in STEP_KEYS
     }
     path = cfg.directory / cfg.task.dataset_filename(len(kept))
-    write_dsrl_hdf5(path, arrays, compression_level=cfg.compression_level)
+    write_dsrl_hdf5(path, arrays, compression_level=cfg.compression_level, groups=_replay_group(ep_seed, ep_len, kept))
 
     for run in runs:
         for i, snap in enumerate(run["snapshots"]):
@@ -694,6 +738,20 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
     card_path = path.with_suffix(".json")
     _atomic_json(card, card_path)
     return CollectResult(path=path, card_path=card_path, card=card)
+
+
+def _replay_group(ep_seed: list[int] | None, ep_len: list[int], kept: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """The file's ``replay`` group: each kept episode's seed and first transition, in file order.
+
+    Chunks saved before seeds were recorded have no ``episode_seeds`` (``ep_seed`` None): no group.
+    """
+    if ep_seed is None:
+        return {}
+    lengths = np.array([ep_len[i] for i in kept], np.int64)
+    return {REPLAY_GROUP: {
+        "episode_seed": np.array([ep_seed[i] for i in kept], np.int64),
+        "episode_start": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+    }}
 
 
 def _claim_work_dir(cfg: CollectConfig) -> None:

@@ -93,8 +93,13 @@ def read_hdf5(path: Path | str) -> dict[str, np.ndarray]:
         raise DatasetError(f"dataset {path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
 
 
-def write_dsrl_hdf5(path: Path | str, arrays: dict[str, np.ndarray], compression_level: int = 4) -> Path:
-    """Write arrays as a DSRL-format file (flat gzip datasets), atomically (temp file + rename)."""
+def write_dsrl_hdf5(
+    path: Path | str, arrays: dict[str, np.ndarray], compression_level: int = 4,
+    groups: dict[str, dict[str, np.ndarray]] | None = None,
+) -> Path:
+    """Write arrays as a DSRL-format file (flat gzip datasets), atomically (temp file + rename).
+
+    ``groups`` adds HDF5 groups of extra datasets (e.g. collect's ``replay``) beside DSRL's keys."""
     import h5py
 
     path = Path(path)
@@ -105,6 +110,10 @@ def write_dsrl_hdf5(path: Path | str, arrays: dict[str, np.ndarray], compression
             value = np.asarray(arrays[key])
             value = value.astype(bool) if key in FLAG_KEYS else value.astype(np.float32)
             f.create_dataset(key, data=value, compression="gzip", compression_opts=compression_level, shuffle=True)
+        for name, datasets in (groups or {}).items():
+            group = f.create_group(name)
+            for key, value in datasets.items():
+                group.create_dataset(key, data=np.asarray(value), compression="gzip", compression_opts=compression_level, shuffle=True)
     tmp.replace(path)
     return path
 
@@ -285,6 +294,28 @@ def validate_arrays(
             raise DatasetError(f"dataset {source}: '{key}' has {int(bad.sum())} NaN/inf value(s), first at row {row}")
 
 
+def normalize_layout(arrays: dict[str, np.ndarray], source: str, warn: bool = True) -> dict[str, np.ndarray]:
+    """Accept the variants other writers produce, with one warning naming what was changed:
+    (N, 1) rewards/costs/terminals/timeouts are squeezed to (N,) (as dsrl's loader does) and
+    float64 observations/actions/rewards/costs are cast to float32 (what the trainers use).
+    ``warn`` False for in-memory arrays (numpy's default float64 is no writer's mistake)."""
+    out = dict(arrays)
+    changed = []
+    for key in ("rewards", "costs", "terminals", "timeouts"):
+        a = np.asarray(out[key])
+        if a.ndim == 2 and a.shape[1] == 1:
+            out[key] = a[:, 0]
+            changed.append(f"'{key}' {a.shape} -> ({a.shape[0]},)")
+    wide = [k for k in FLOAT_KEYS if np.asarray(out[k]).dtype == np.float64]
+    for key in wide:
+        out[key] = np.asarray(out[key]).astype(np.float32)
+    if wide:
+        changed.append(f"{', '.join(wide)} float64 -> float32")
+    if changed and warn:
+        warnings.warn(f"dataset {source}: converted {'; '.join(changed)}", stacklevel=3)
+    return out
+
+
 def from_arrays(
     arrays: dict[str, np.ndarray],
     task: Task | None = None,
@@ -294,6 +325,7 @@ def from_arrays(
 ) -> Dataset:
     """Validate arrays and build a Dataset; a trailing episode with no end flag is dropped with a warning."""
     source = str(path) if path is not None else "<arrays>"
+    arrays = normalize_layout(arrays, source, warn=path is not None)
     validate_arrays(arrays, source, obs_shape, act_shape)
     episodes, dangling = episode_boundaries(arrays["terminals"], arrays["timeouts"])
     if len(episodes) == 0:

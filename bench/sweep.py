@@ -176,7 +176,8 @@ def check_datasets(tasks: list[str], dataset: str | None) -> None:
         commands = "; ".join(f"presa-bench data collect --task {t}" for t in missing)
         raise DatasetError(
             f"missing dataset(s) for {len(missing)} task(s) in {where}: {', '.join(missing)}. "
-            f"Build them with: {commands} (or pass --dataset DIR holding DSRL's files)"
+            f"Build them with: {commands} (or pass --dataset DIR holding DSRL's files, or add --fetch-missing "
+            "to download them, else collect them)"
         )
 
 

@@ -150,3 +150,17 @@ def get_task(name: str) -> Task:
 def dataset_dir() -> Path:
     """Where datasets are looked up: $DSRL_DATASET_DIR, else DSRL's default ~/.dsrl/datasets."""
     return Path(os.environ.get("DSRL_DATASET_DIR", os.path.expanduser("~/.dsrl/datasets")))
+
+
+def task_from_filename(path: Path | str) -> Task | None:
+    """The task of a file named with DSRL's scheme ``<SimulatorId>-<maxCost>-<N>.hdf5`` (e.g.
+    ``SafetyBallCircle-v0-80-886.hdf5``), or None when the name does not follow it."""
+    name = Path(path).name
+    for task in TASKS.values():
+        prefix = task.simulator_id + "-"
+        if name.startswith(prefix):
+            parts = name[len(prefix):].removesuffix(".hdf5").split("-")
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                return task
+    return None
+

@@ -63,8 +63,8 @@ def test_unknown_task_exit_2_one_line(capsys):
 
 def test_missing_dataset_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DSRL_DATASET_DIR", str(tmp_path))
-    code, err = _run_main(["data", "info", "--task", "DroneCircle"], capsys)
-    assert code == 2 and "presa-bench data collect --task DroneCircle" in err
+    code, err = _run_main(["data", "info", "--task", "PointGoal1"], capsys)  # no SG dataset is shipped
+    assert code == 2 and "presa-bench data collect --task PointGoal1" in err
 
 
 def test_corrupt_dataset_exit_2_and_debug_traceback(tmp_path, capsys):

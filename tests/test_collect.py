@@ -148,7 +148,13 @@ def test_cli_collect_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert main(["data", "collect", "--task", "BallRun", "--profile", "huge", "--dataset-dir", str(out)]) == 2
 
 
-@pytest.mark.parametrize("name", ["BallCircle", "BallRun"])
+_NO_COSTLY_EPISODES = pytest.mark.xfail(
+    strict=True, reason="mini budget: the Ant policies (2 x 20k steps) never reach a cost above 10 (AntRun <= 2, "
+    "AntCircle 0); docs/datasets.md")
+
+
+@pytest.mark.parametrize("name", ["BallCircle", "BallRun", pytest.param("AntRun", marks=_NO_COSTLY_EPISODES), "CarRun",
+                                  "DroneRun", pytest.param("AntCircle", marks=_NO_COSTLY_EPISODES), "CarCircle", "DroneCircle"])
 def test_shipped_dataset_covers_every_cost_band(name: str) -> None:
     task = get_task(name)
     files = sorted(ASSET_DIR.glob(f"{task.simulator_id}-*.hdf5"))
@@ -160,13 +166,23 @@ def test_shipped_dataset_covers_every_cost_band(name: str) -> None:
     edges = [0.0, *task.thresholds, task.max_episode_cost]
     assert np.sum(c <= edges[1]) > 0
     for lo, hi in zip(edges[1:-1], edges[2:]):
-        assert np.sum((c > lo) & (c <= hi)) > 0, f"no episode with cost in ({lo}, {hi}]"
+        # CarRun: MAX_EPISODE_COST 40 = the top threshold, so DSRL's data has nothing above it
+        assert hi <= lo or np.sum((c > lo) & (c <= hi)) > 0, f"no episode with cost in ({lo}, {hi}]"
     assert c.max() <= task.max_episode_cost
-    # safe episodes span poor to good reward (normalized reward range at least half of DSRL's span)
-    safe = r[c <= task.thresholds[1]]
-    span = task.max_episode_reward - task.min_episode_reward
-    assert (safe.max() - safe.min()) / span > 0.5
-    assert files[0].stat().st_size < 15e6
+    assert card["profile"] in ("paper", "lite", "mini") and card["budget"]["name"] == card["profile"]
+    if card["profile"] == "paper":
+        # safe episodes span poor to good reward (normalized reward range at least half of DSRL's span);
+        # the small-budget files (lite, mini) make no such claim (docs/datasets.md)
+        safe = r[c <= task.thresholds[1]]
+        span = task.max_episode_reward - task.min_episode_reward
+        assert (safe.max() - safe.min()) / span > 0.5
+    else:  # collected with replay seeds: one per episode, at the episode starts
+        import h5py
+
+        with h5py.File(files[0], "r") as f:
+            np.testing.assert_array_equal(f["replay/episode_start"][()], ds.episodes.starts)
+            assert len(f["replay/episode_seed"]) == ds.num_episodes
+    assert files[0].stat().st_size < 25e6
 
 
 def test_work_of_another_budget_is_not_reused(smoke) -> None:
@@ -175,3 +191,81 @@ def test_work_of_another_budget_is_not_reused(smoke) -> None:
     assert changed.work_dir == cfg.work_dir
     with pytest.raises(BadInput, match="different budget"):
         collect(changed)
+
+
+def test_replay_seeds_reproduce_every_episode(smoke) -> None:
+    """The file's replay group (ignored by both loaders) gives each episode's seed: a fresh
+    simulator reset from it and stepped with the stored actions reproduces the stored
+    observations, rewards and costs (to float32 storage precision)."""
+    import h5py
+
+    from bench.collect import REPLAY_GROUP, reset_for_replay
+    from bench.envs import make_env
+
+    cfg, result, _ = smoke
+    ds = load_dataset(result.path, TASK)
+    with h5py.File(result.path, "r") as f:
+        seeds = f[REPLAY_GROUP]["episode_seed"][()]
+        starts = f[REPLAY_GROUP]["episode_start"][()]
+    assert seeds.dtype == np.int64 and starts.dtype == np.int64
+    np.testing.assert_array_equal(starts, ds.episodes.starts)
+    assert len(set(seeds.tolist())) == len(seeds)
+    for i in (0, len(seeds) - 1):
+        env = make_env(TASK)
+        obs = reset_for_replay(env, int(seeds[i]))
+        s, n = int(starts[i]), int(ds.episodes.lengths[i])
+        np.testing.assert_allclose(obs, ds.observations[s], rtol=0, atol=1e-5)
+        for t in range(n):
+            obs, reward, _, _, info = env.step(ds.actions[s + t].astype(np.float64))
+            np.testing.assert_allclose(obs, ds.next_observations[s + t], rtol=0, atol=1e-5)
+            assert abs(reward - ds.rewards[s + t]) < 1e-5 and abs(info.get("cost", 0.0) - ds.costs[s + t]) < 1e-6
+        env.close()
+    # a wrong seed does not reproduce the start state (the check above is not vacuous)
+    env = make_env(TASK)
+    assert np.abs(reset_for_replay(env, int(seeds[0]) + 1) - ds.observations[starts[0]]).max() > 1e-3
+    env.close()
+
+
+def test_cli_collect_on_submitit(tmp_path: Path) -> None:
+    """`data collect --executor slurm` runs each task as a submitit job; the same code path on
+    submitit's local executor writes the file and its card."""
+    from bench.cli import main
+
+    out = tmp_path / "sub"
+    args = ["data", "collect", "--task", "BallRun", "--profile", "smoke", "--episodes", "5", "--dataset-dir", str(out),
+            "--executor", "submitit-local", "--log-dir", str(tmp_path / "logs"), "--slurm-timeout-min", "30"]
+    assert main(args) == 0
+    path = out / TASK.dataset_filename(5)
+    assert load_dataset(path, TASK).num_episodes == 5 and path.with_suffix(".json").is_file()
+    assert list((tmp_path / "logs" / "submitit-data").iterdir())
+    assert main(["data", "collect", "--suite", "nope", "--executor", "submitit-local"]) == 2
+
+
+def test_every_rolled_out_episode_replays_from_a_fresh_simulator(tmp_path: Path) -> None:
+    """A chunk with more episodes than simulators: later episodes still replay exactly from a fresh
+    simulator. DroneRun's simulator starts a seed differently once it has run an episode, so this
+    fails if the rollout reuses a simulator across episodes."""
+    import torch
+
+    from bench.collect import RolloutSpec, _make_actor, load_chunk, reset_for_replay, rollout
+    from bench.envs import make_env
+
+    task = get_task("DroneRun")
+    env = make_env(task)
+    torch.manual_seed(0)
+    actor = _make_actor(env.observation_space.shape[0], env.action_space.shape[0], float(env.action_space.high[0]), (16, 16))
+    env.close()
+    torch.save(actor.state_dict(), tmp_path / "actor.pt")
+    spec = RolloutSpec(task, tmp_path / "actor.pt", (16, 16), 0.5, episodes=3, collection_seed=0, run=0, snapshot=0,
+                       noise_index=0, out_file=tmp_path / "chunk.npz", envs=1)
+    chunk = load_chunk(rollout(spec))
+    starts = np.concatenate([[0], np.cumsum(chunk["episode_lengths"])[:-1]])
+    for k in (1, 2):  # run on the one simulator after episode 0 (and 1) in collection
+        env = make_env(task)
+        s, n = int(starts[k]), int(chunk["episode_lengths"][k])
+        obs = reset_for_replay(env, int(chunk["episode_seeds"][k]))
+        np.testing.assert_allclose(obs, chunk["observations"][s], rtol=0, atol=1e-5)
+        for t in range(min(n, 50)):
+            obs = env.step(chunk["actions"][s + t].astype(np.float64))[0]
+            np.testing.assert_allclose(obs, chunk["next_observations"][s + t], rtol=0, atol=1e-5)
+        env.close()

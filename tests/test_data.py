@@ -61,11 +61,11 @@ def test_lookup_through_dataset_dir(sim_dataset_path, monkeypatch):
 
 def test_missing_dataset_says_where_and_how(tmp_path, monkeypatch):
     monkeypatch.setenv("DSRL_DATASET_DIR", str(tmp_path))
-    task = get_task("DroneRun")
+    task = get_task("PointGoal1")  # no Safety-Gymnasium dataset is shipped (all 8 Bullet ones are)
     with pytest.raises(DatasetError) as err:
         find_dataset(task)
     msg = str(err.value)
-    assert str(tmp_path) in msg and "presa-bench data collect --task DroneRun" in msg
+    assert str(tmp_path) in msg and "presa-bench data collect --task PointGoal1" in msg
     with pytest.raises(DatasetError, match="does not exist"):
         find_dataset(task, tmp_path / "nope.hdf5")
 
@@ -177,3 +177,46 @@ def test_write_is_atomic_and_roundtrips(sim_dataset_path, tmp_path):
     back = _arrays(out)
     for k in REQUIRED_KEYS:
         np.testing.assert_array_equal(back[k], arrays[k])
+
+
+def test_column_vectors_and_float64_load_with_one_warning(sim_dataset_path, tmp_path):
+    """(N, 1) rewards/costs/flags (written by several tools) are squeezed and float64 arrays cast,
+    with a single warning naming what was converted; the numbers are those of the (N,) file."""
+    arrays = _arrays(sim_dataset_path)
+    changes = {k: arrays[k][:, None] for k in ("rewards", "costs", "terminals", "timeouts")}
+    changes["observations"] = arrays["observations"].astype(np.float64)
+    path = _rewrite(sim_dataset_path, tmp_path / "SafetyBallRun-v0-80-40.hdf5", **changes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(path, get_task("BallRun"))
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert "'rewards' (4000, 1) -> (4000,)" in text and "'timeouts'" in text and "observations float64 -> float32" in text
+    ref = load_dataset(sim_dataset_path, get_task("BallRun"))
+    for key in REQUIRED_KEYS:
+        np.testing.assert_array_equal(getattr(ds, key), getattr(ref, key))
+    assert ds.observations.dtype == np.float32 and ds.rewards.shape == (4000,)
+    # a standard file loads without any warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(sim_dataset_path, get_task("BallRun"))
+
+
+def test_data_info_infers_the_task_from_dsrls_file_name(sim_dataset_path, tmp_path, capsys):
+    from bench.cli import main
+    from bench.tasks import task_from_filename
+
+    assert task_from_filename("SafetyBallCircle-v0-80-886.hdf5").name == "BallCircle"
+    assert task_from_filename("/x/SafetyPointCircle2Gymnasium-v0-300-895.hdf5").name == "PointCircle2"
+    assert task_from_filename("SafetyCarCircle-v0-100-1450.hdf5").name == "CarCircle"
+    assert task_from_filename("SafetyHopperVelocityGymnasium-v1-250-2240.hdf5").name == "HopperVelocity"
+    assert task_from_filename("mydata.hdf5") is None
+    assert main(["data", "info", "--dataset", str(sim_dataset_path)]) == 0
+    out = capsys.readouterr().out
+    assert "BallRun" in out and "40" in out
+    odd = tmp_path / "mydata.hdf5"
+    odd.write_bytes(sim_dataset_path.read_bytes())
+    assert main(["data", "info", "--dataset", str(odd)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--task" in err[0] and "mydata.hdf5" in err[0]
+    assert main(["data", "info", "--task", "BallRun", "--dataset", str(odd)]) == 0

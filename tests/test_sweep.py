@@ -165,6 +165,10 @@ def test_make_reproduce_paper_uses_profile_config():
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "sweep --config configs/bullet.yaml --results results/bullet --executor slurm" in out
     assert "report --results results/bullet --out results/bullet/report" in out
+    # the first stage obtains missing datasets (download, else collect) on the same executor
+    fetch = [line for line in out.splitlines() if "--fetch-only" in line]
+    assert len(fetch) == 1 and "--executor slurm" in fetch[0] and "--fetch-missing --collect-profile quick" in fetch[0]
+    assert out.index("--fetch-only") < out.index("report --results")
 
 
 def test_vectorise_defaults_to_on_for_gpu_cells_only() -> None:

@@ -12,7 +12,7 @@ app = typer.Typer(help="Inspect and build DSRL-format datasets.", no_args_is_hel
 
 @app.command("info")
 def info(
-    task: str = typer.Option(..., "--task", help="Short DSRL task name, e.g. BallCircle."),
+    task: Optional[str] = typer.Option(None, "--task", help="Short DSRL task name, e.g. BallCircle (default: from a --dataset FILE named as DSRL names its files)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset file or directory (overrides the lookup)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save the (episode cost, episode reward) scatter here (PNG/PDF)."),
 ) -> None:
@@ -20,9 +20,16 @@ def info(
 
     from bench.data import load_task_dataset
     from bench.datainfo import scatter_plot, summary_table
-    from bench.tasks import get_task
+    from bench.errors import BadInput
+    from bench.tasks import get_task, task_from_filename
 
-    t = get_task(task)
+    if task is not None:
+        t = get_task(task)
+    else:
+        t = task_from_filename(dataset) if dataset is not None and not dataset.is_dir() else None
+        if t is None:
+            where = f"'{dataset.name}' is not named <SimulatorId>-<maxCost>-<N>.hdf5" if dataset is not None and not dataset.is_dir() else "no --dataset FILE given"
+            raise BadInput(f"which task? {where}: pass --task, e.g. --task BallCircle")
     ds = load_task_dataset(t, dataset)
     from bench.console import console as _console
     console = _console()
@@ -41,7 +48,12 @@ def info(
 
 @app.command("collect")
 def collect_cmd(
-    task: str = typer.Option(..., "--task", help="Short DSRL task name, e.g. BallCircle."),
+    task: Optional[str] = typer.Option(None, "--task", help="Short DSRL task name, e.g. BallCircle (comma-separated for several)."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Every task of a suite instead: bullet, safety-gymnasium or paper."),
+    executor: str = typer.Option("local", "--executor", help="local (one task after another here), slurm (one submitit job per task) or submitit-local."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition."),
+    slurm_timeout_min: int = typer.Option(720, "--slurm-timeout-min", help="Slurm time limit per task (minutes); a rerun resumes a job cut by it."),
+    log_dir: Path = typer.Option(Path("results"), "--log-dir", help="submitit logs go to <log-dir>/submitit-data/."),
     episodes: Optional[int] = typer.Option(None, "--episodes", help="Episodes to keep after filtering (default: the profile's; quick/paper: as many as DSRL's file)."),
     seed: int = typer.Option(0, "--seed", help="Seed of training, rollouts and filtering."),
     workers: int = typer.Option(1, "--workers", help="Processes for training runs and rollouts (one core each)."),
@@ -65,6 +77,15 @@ def collect_cmd(
     from bench.probe import load_settings
 
     probe_settings = load_settings(probe_config) if probe else None  # bad probe settings fail before collecting
+    from bench.errors import BadInput
+
+    if (task is None) == (suite is None):
+        raise BadInput("give exactly one of --task T (or T1,T2) or --suite bullet|safety-gymnasium|paper")
+    if suite is not None or "," in (task or "") or executor != "local":
+        _collect_many(task, suite, executor, slurm_partition, slurm_timeout_min, log_dir, dataset_dir, profile,
+                      seed, workers, episodes, train_steps)
+        return
+    assert task is not None
     cfg = CollectConfig(
         task=get_task(task), budget=get_budget(profile), seed=seed, workers=workers, out_dir=dataset_dir,
         episodes=episodes, train_steps=train_steps, command=shlex.join(["presa-bench", *sys.argv[1:]]),
@@ -141,3 +162,65 @@ def probe_cmd(
     t.require_supported()
     path = find_dataset(t, dataset)
     _probe_and_record(path, t, settings, _console(), shlex.join(["presa-bench", *sys.argv[1:]]))
+
+
+def _collect_many(task, suite, executor, partition, timeout_min, log_dir, dataset_dir, profile, seed, workers,
+                  episodes, train_steps) -> None:  # type: ignore[no-untyped-def]
+    """Several tasks (or one on Slurm): one resumable `data collect` unit per task."""
+    import shlex
+    import sys
+
+    from bench.collect import CollectConfig, get_budget
+    from bench.console import console as _console
+    from bench.download import suite_tasks
+    from bench.errors import BenchError
+    from bench.fetch import CollectUnit, collect_unit, run_units
+    from bench.tasks import get_task
+
+    tasks = suite_tasks(suite) if suite is not None else [get_task(t.strip()) for t in task.split(",") if t.strip()]
+    for t in tasks:  # bad input (unsupported task, --workers 0, unknown profile) before anything is submitted
+        CollectConfig(task=t, budget=get_budget(profile), seed=seed, workers=workers, episodes=episodes, train_steps=train_steps)
+    command = shlex.join(["presa-bench", *sys.argv[1:]])
+    units = [CollectUnit(t.name, str(dataset_dir) if dataset_dir else None, profile, seed, workers, episodes, train_steps, command)
+             for t in tasks]
+    slurm = {"timeout_min": timeout_min, "cpus_per_task": workers, "slurm_partition": partition}
+    console = _console()
+    console.print(f"collecting {len(units)} task(s) ({profile} profile, {executor} executor)")
+    outcomes = run_units(collect_unit, units, executor, slurm, log_dir,
+                         report=lambda o: console.print(f"{o.task}: {o.how} {o.path or ''} ({o.detail})"))
+    failed = [o for o in outcomes if o.how == "failed"]
+    if failed:
+        raise BenchError(f"{len(failed)} of {len(outcomes)} collection(s) failed ({', '.join(o.task for o in failed)}); "
+                         "rerun the same command to resume them")
+
+
+@app.command("download")
+def download_cmd(
+    task: Optional[str] = typer.Option(None, "--task", help="Short DSRL task name, e.g. BallCircle."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Every task of a suite: bullet, safety-gymnasium or paper (both)."),
+    dataset_dir: Optional[Path] = typer.Option(None, "--dataset-dir", help="Output directory (default: $DSRL_DATASET_DIR, else ~/.dsrl/datasets)."),
+    revision: str = typer.Option("main", "--revision", help="Revision (branch or commit) of DSRL's Hugging Face dataset."),
+    attempts: int = typer.Option(4, "--attempts", help="Tries per file on transient failures (back-off 1, 2, 4... s)."),
+) -> None:
+    """Download DSRL's files from their current home (Hugging Face dataset YYY-45/DSRL) into the
+    dataset directory: resumed on a dropped connection, sha256 and data checks, atomic rename."""
+    from bench.console import console as _console
+    from bench.download import download, suite_tasks
+    from bench.errors import BadInput
+    from bench.tasks import get_task
+
+    if (task is None) == (suite is None):
+        raise BadInput("give exactly one of --task T or --suite bullet|safety-gymnasium|paper")
+    if attempts < 1:
+        raise BadInput(f"--attempts must be at least 1, got {attempts}")
+    tasks = [get_task(task)] if task is not None else suite_tasks(suite or "")
+    console = _console()
+    for t in tasks:
+        got = download(t, dataset_dir, revision=revision, attempts=attempts, log=console.print)
+        if not got.fetched:
+            console.print(f"{t.name}: {got.path} already there (validated)")
+            continue
+        check = "sha256 matches the hub's" if got.hash_checked else "the hub gave no sha256 (size checked)"
+        console.print(
+            f"{t.name}: {got.path} ({got.bytes / 1e6:.1f} MB, commit {got.commit or '?'}, {check}, validated)"
+        )

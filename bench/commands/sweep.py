@@ -59,6 +59,13 @@ def register(app: typer.Typer) -> None:
         ),
         ensemble_size: Optional[int] = typer.Option(None, "--ensemble-size", help="Cells per batch with --vectorise (default: the algorithm's choice)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and which are already done; run nothing."),
+        fetch_missing: bool = typer.Option(
+            False, "--fetch-missing",
+            help="First obtain every missing dataset: download DSRL's file, else (offline) `data collect` it; "
+            "one resumable unit per task, on the sweep's executor (slurm: one job per task).",
+        ),
+        fetch_only: bool = typer.Option(False, "--fetch-only", help="With --fetch-missing: obtain the datasets, then stop."),
+        collect_profile: str = typer.Option("quick", "--collect-profile", help="Budget of `data collect` for --fetch-missing (smoke, lite, quick, paper)."),
     ) -> None:
         """Run tasks x algorithms x thresholds x seeds; finished cells are skipped, failures recorded."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -96,6 +103,12 @@ def register(app: typer.Typer) -> None:
                 cfg.slurm[name] = value
 
         out = console()
+        if fetch_only and not fetch_missing:
+            raise_bad("--fetch-only needs --fetch-missing")
+        if fetch_missing:
+            _fetch(cfg, results, collect_profile, out)
+            if fetch_only:
+                return
         prepared = sweeps.prepare_sweep(cfg, results)
         if dry_run:
             for p in prepared.planned:
@@ -134,3 +147,26 @@ def register(app: typer.Typer) -> None:
         if summary.failures:
             out.print(f"failure details: {results}/failures/*.json; rerun the same command to retry them")
             raise typer.Exit(1)
+
+
+def _fetch(cfg, results: Path, collect_profile: str, out) -> None:  # type: ignore[no-untyped-def]
+    """--fetch-missing: obtain the datasets the grid's tasks lack; any failure stops the sweep."""
+    from bench import sweep as sweeps
+    from bench.errors import BenchError
+    from bench.fetch import fetch_missing
+
+    names = sweeps.task_names(cfg.tasks)
+
+    def report(o) -> None:  # type: ignore[no-untyped-def]
+        out.print(f"dataset {o.task}: {o.how}{' ' + o.path if o.path else ''}{' (' + o.detail + ')' if o.detail and o.how != 'downloaded' else ''}")
+
+    outcomes = fetch_missing(names, cfg.dataset, cfg.executor, collect_profile, dict(cfg.slurm), results, report)
+    if not outcomes:
+        out.print(f"datasets: all {len(names)} task(s) have one")
+    failed = [o for o in outcomes if o.how == "failed"]
+    if failed:
+        raise BenchError(
+            f"could not obtain the dataset(s) of {', '.join(o.task for o in failed)}: {failed[0].detail} "
+            "(rerun the same command to resume)"
+        )
+
