@@ -299,3 +299,19 @@ def test_report_without_results_exit_2(tmp_path, capsys):
     assert code == 2 and "no results" in err and err.strip().count("\n") == 0
     code = main(["report", "--results", str(tmp_path), "--checkpoint", "last"])
     assert code == 2
+
+
+def test_cell_budget_of_a_record_without_a_protocol_reads_the_shipped_table():
+    from bench.sweep import load_budgets
+
+    table = load_budgets()
+    b = report.cell_budget("bc-safe", 500, {"algorithm_config": {"batch_size": 512}}, {}, table)
+    assert b["budget"] == "unstated" and (b["paper_steps"], b["paper_batch"]) == (100_000, 512)
+    assert b["paper_share"] == pytest.approx(500 / 100_000) and not b["capped"]
+    # a cap recorded by the trainer: fewer steps than planned, its own note
+    capped = report.cell_budget("bcq-lag", 1000, {"algorithm_config": {"batch_size": 512}},
+                                {"planned_steps": 4000, "budget_note": "needs a GPU"}, table)
+    assert capped["capped"] and capped["cap_note"] == "needs a GPU" and capped["planned_steps"] == 4000
+    # a smaller batch than configured (CDT on CPU) is a cap too, with a note made from the record
+    cdt = report.cell_budget("cdt", 10, {"algorithm_config": {"batch_size": 2048}}, {"batch_size": 64}, table)
+    assert cdt["capped"] and cdt["batch"] == 64 and "batch 64 instead of 2048" in cdt["cap_note"]
