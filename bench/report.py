@@ -1,18 +1,28 @@
-"""Reports from the result store: the field's comparison table, plots, aggregate statistics, summary.
+"""Reports from the result store: one comparison table per protocol, plots, safety-aware statistics.
 
 Conventions (DSRL, TraC, FISOR tables; see docs/harness.md):
-- rows = tasks grouped by suite, each suite followed by an "Average" row (mean over its tasks);
-- columns = (normalized reward, normalized cost) per method, each the mean over thresholds x seeds
-  x evaluation episodes (per-cell means first, then the mean over cells: every cell weighs the same);
-- a cell is SAFE iff its averaged normalized cost <= 1 (decided on the averaged cost, also for the
-  Average rows); safe = bold, unsafe = gray, and the safe method with the highest reward in a row is
-  highlighted (blue in the terminal and LaTeX, bold italic in Markdown).
+- ONE TABLE, ONE PROTOCOL: cells are grouped by profile, budget protocol, feedback settings and
+  dataset (`GROUP_KEYS`); a table never averages across groups. Methods that use no feedback
+  (feedback "none") join every feedback group of their profile, protocol and dataset. ``--where
+  key=value`` selects cells before grouping (`WHERE_KEYS`).
+- rows = tasks grouped by suite, each suite followed by an "Average" row over the tasks of that
+  suite that EVERY method of the table has (a missing cell is shown as missing, never averaged);
+- per method: normalized reward, normalized cost, and the budget (gradient steps x batch, its share
+  of the method's published budget, a dagger when a CPU cap cut it; the footnote says why). Each
+  value is the mean over thresholds x seeds x evaluation episodes (per-cell means first);
+- a cell is SAFE iff its averaged normalized cost <= 1; safe = bold, unsafe = gray, and the safe
+  method with the highest reward in a row is highlighted.
+Budgets come from each cell's record: its steps, the batch it trained with (``info.batch_size``
+or its config at the budget's batch key), the protocol's planned steps and the published budget
+that the sweep stored (``config.budget``); configs/budgets.yaml fills in records without one.
 Aggregates (bench.stats, rliable's definitions) use a runs x tasks matrix whose runs are the cells
-(threshold, seed) of a task.
+(threshold, seed) of a task: IQM of reward and cost, the share of safe runs, the reward among safe
+runs, and the probability of improvement of a reference method (``--reference``, default presa).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,30 +33,256 @@ from bench import stats
 from bench.errors import BadInput
 from bench.tasks import TASKS
 
-#: PreSa is the reference method of aggregate comparisons (probability of improvement over each baseline).
-REFERENCE = "presa"
+DEFAULT_REFERENCE = "presa"
 SAFE_LIMIT = 1.0
 SUITE_LABELS = {"bullet": "Bullet-Safety-Gym", "safety-gymnasium": "Safety-Gymnasium", "metadrive": "MetaDrive"}
+#: What a table holds fixed: cells that differ in any of these are never averaged together.
+GROUP_KEYS = ("profile", "budget", "feedback", "dataset")
+#: Columns that ``--where key=value`` can select on.
+WHERE_KEYS = (*GROUP_KEYS, "task", "suite", "algorithm", "threshold", "seed", "device")
+CHECKPOINTS = ("final", "best")
+CHECKPOINT_LABELS = {
+    "final": "final checkpoint",
+    "best": "online-selected best checkpoint (chosen on evaluation seeds disjoint from the reported ones)",
+}
+UNSTATED = "unstated"
+CAP_MARK = "†"
+
+
+# ------------------------------------------------------------------------------ cells and budgets
+def _dotted(mapping: Any, key: str) -> Any:
+    value = mapping
+    for part in key.split(".") if key else ():
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and not (isinstance(value, float) and np.isnan(value)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _budget_table() -> dict[str, Any]:
+    from bench.sweep import BUDGETS_FILE, load_budgets
+
+    return load_budgets(BUDGETS_FILE) if BUDGETS_FILE.is_file() else {"algorithms": {}}
+
+
+def cell_budget(algorithm: str, steps: Any, config: dict[str, Any], info: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    """One cell's budget from its record: steps and batch run, planned, published, capped (and why)."""
+    stated = config.get("budget") or {}
+    entry = (table.get("algorithms") or {}).get(algorithm) or {}
+    paper = entry.get("paper") or {}
+    algo_config = config.get("algorithm_config") or {}
+    batch_key = str(stated.get("batch_key") or entry.get("batch_key") or "batch_size")
+    configured_batch = _as_int(_dotted(algo_config, batch_key))
+    batch = _as_int(info.get("batch_size")) or configured_batch
+    run = _as_int(steps) or 0
+    planned = _as_int(stated.get("planned_steps")) or _as_int(info.get("planned_steps")) or run
+    paper_steps = _as_int(stated.get("paper_steps")) or _as_int(paper.get("steps"))
+    paper_batch = _as_int(stated.get("paper_batch")) or _as_int(paper.get("batch"))
+    capped_steps = run < planned
+    capped_batch = batch is not None and configured_batch is not None and batch < configured_batch
+    note = str(info.get("budget_note") or "")
+    if (capped_steps or capped_batch) and not note:
+        parts = ([f"{run:,} of {planned:,} planned steps"] if capped_steps else []) + (
+            [f"batch {batch} instead of {configured_batch}"] if capped_batch else [])
+        note = f"{algorithm}: " + ", ".join(parts)
+    share = None
+    if paper_steps and paper_batch and batch:
+        share = run * batch / (paper_steps * paper_batch)
+    elif paper_steps:
+        share = run / paper_steps
+    return {
+        "budget": str(stated.get("protocol") or UNSTATED),
+        "batch": batch,
+        "planned_steps": planned,
+        "paper_steps": paper_steps,
+        "paper_batch": paper_batch,
+        "paper_source": str(stated.get("paper_source") or paper.get("source") or ""),
+        "unit": str(stated.get("unit") or entry.get("unit") or ""),
+        "paper_share": share,
+        "capped": bool(capped_steps or capped_batch),
+        "cap_note": note if (capped_steps or capped_batch) else "",
+    }
+
+
+META = ("profile", "feedback", "dataset_path", "dataset_hash", "device", "steps", "config_json", "info_json")
 
 
 def cell_scores(episodes, checkpoint: str = "final"):  # type: ignore[no-untyped-def]
-    """Per-cell means of the episodes of one checkpoint kind (``final`` or ``best``)."""
-    if checkpoint not in ("final", "best"):
+    """Per-cell means of the episodes of one checkpoint kind (``final`` or ``best``), with each
+    cell's metadata and budget columns (see `cell_budget`)."""
+    import pandas as pd
+
+    if checkpoint not in CHECKPOINTS:
         raise BadInput(f"unknown checkpoint '{checkpoint}': choose final or best")
     frame = episodes[episodes["checkpoint"] == checkpoint]
     if frame.empty:
-        raise BadInput(f"no '{checkpoint}' evaluation episodes in the results (run a sweep first)")
+        raise BadInput(f"no '{checkpoint}' evaluation episodes in the results (run a sweep first, or use --checkpoint final)")
     keys = ["cell_id", "task", "suite", "algorithm", "threshold", "seed"]
-    return (
-        frame.groupby(keys, sort=False, observed=True)[["normalized_reward", "normalized_cost", "return", "cost"]]
-        .mean()
-        .reset_index()
-    )
+    values = ["normalized_reward", "normalized_cost", "return", "cost"]
+    grouped = frame.groupby(keys, sort=False, observed=True)
+    cells = grouped[values].mean().reset_index()
+    meta_cols = [c for c in META if c in frame.columns]
+    if meta_cols:
+        meta = grouped[meta_cols].first().reset_index()
+        cells = cells.merge(meta, on=keys, how="left")
+    cells = cells.rename(columns={"dataset_path": "dataset_file"})
+    cells["episodes"] = grouped.size().to_numpy()
+    table = _budget_table()
+    budgets = []
+    for row in cells.to_dict("records"):
+        config = json.loads(row.get("config_json") or "{}") if isinstance(row.get("config_json"), str) else {}
+        info = json.loads(row.get("info_json") or "{}") if isinstance(row.get("info_json"), str) else {}
+        budgets.append(cell_budget(str(row["algorithm"]), row.get("steps"), config, info, table))
+    cells = pd.concat([cells.drop(columns=[c for c in ("config_json", "info_json") if c in cells]), pd.DataFrame(budgets)], axis=1)
+    cells["checkpoint"] = checkpoint
+    return with_group_columns(cells)
 
 
-def method_order(methods) -> list[str]:  # type: ignore[no-untyped-def]
+def with_group_columns(cells):  # type: ignore[no-untyped-def]
+    """Fill the group columns a frame lacks (hand-made frames, records without a budget)."""
+    cells = cells.copy()
+    defaults = {"profile": "unknown", "budget": UNSTATED, "feedback": "none", "device": "unknown"}
+    for name, value in defaults.items():
+        if name not in cells:
+            cells[name] = value
+        cells[name] = cells[name].fillna(value).astype(str)
+    if "dataset" not in cells:
+        files = cells["dataset_file"] if "dataset_file" in cells else None
+        cells["dataset"] = [dataset_label(f) for f in files] if files is not None else "unknown"
+    if "dataset_hash" not in cells:
+        cells["dataset_hash"] = ""
+    for name, value in (("steps", None), ("batch", None), ("paper_share", None), ("capped", False), ("cap_note", ""),
+                        ("paper_steps", None), ("paper_batch", None), ("paper_source", ""), ("unit", "")):
+        if name not in cells:
+            cells[name] = value
+    return cells
+
+
+#: Where the shipped datasets live (any checkout): their cells share the label "shipped".
+SHIPPED_DATASETS = ("bench", "assets", "datasets")
+
+
+def dataset_label(path: Any) -> str:
+    """The dataset a cell used, as a group label: its directory ("shipped" for bench/assets/datasets)."""
+    if not isinstance(path, str) or not path:
+        return "unknown"
+    parent = Path(path).parent
+    return "shipped" if parent.parts[-3:] == SHIPPED_DATASETS else str(parent)
+
+
+def apply_where(cells, where: list[str] | tuple[str, ...] | None):  # type: ignore[no-untyped-def]
+    """Keep the cells matching every ``key=value`` (threshold and seed compared as numbers)."""
+    for clause in where or ():
+        key, sep, value = clause.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise BadInput(f"bad --where '{clause}': expected key=value, e.g. --where profile=quick")
+        if key not in WHERE_KEYS:
+            raise BadInput(f"unknown --where key '{key}': choose {', '.join(WHERE_KEYS)}")
+        if key in ("threshold", "seed"):
+            try:
+                mask = np.isclose(cells[key].astype(float), float(value))
+            except ValueError:
+                raise BadInput(f"--where {key} needs a number, got '{value}'") from None
+        elif key == "dataset":
+            mask = (cells["dataset"] == value) | cells["dataset_hash"].astype(str).str.startswith(value) | (
+                cells["dataset"].map(lambda d: Path(d).name) == value)
+        elif key in ("algorithm", "task", "suite"):
+            mask = cells[key].astype(str).str.lower() == value.lower()
+        else:
+            mask = cells[key].astype(str) == value
+        cells = cells[np.asarray(mask, bool)]
+        if cells.empty:
+            raise BadInput(f"no cells match --where {' '.join(where or ())} (see the values in the report without it)")
+    return cells
+
+
+@dataclass(frozen=True)
+class Group:
+    profile: str
+    budget: str
+    feedback: str
+    dataset: str
+
+    def where(self) -> str:
+        return " ".join(f"--where {k}={getattr(self, k)}" for k in GROUP_KEYS)
+
+    def slug(self) -> str:
+        parts = [self.profile, self.budget, self.feedback, Path(self.dataset).name or "data"]
+        return "__".join("".join(c if c.isalnum() or c in "-." else "-" for c in p) for p in parts)
+
+
+def split_groups(cells) -> list[tuple[Group, Any]]:  # type: ignore[no-untyped-def]
+    """The cells as (group, cells) pairs, one per table: never two profiles, protocols, feedback
+    settings or datasets in one. Cells without feedback join each feedback group of their
+    (profile, protocol, dataset); a task whose cells come from two versions of its dataset file
+    is refused with the filter that separates them."""
+    cells = with_group_columns(cells)
+    groups: list[tuple[Group, Any]] = []
+    for (profile, budget, dataset), sub in cells.groupby(["profile", "budget", "dataset"], sort=True):
+        tags = sorted(set(sub["feedback"]) - {"none"})
+        for tag in tags or ["none"]:
+            part = sub[(sub["feedback"] == tag) | (sub["feedback"] == "none")]
+            versions = part.groupby("task")["dataset_hash"].nunique()
+            if (versions > 1).any():
+                task = versions[versions > 1].index[0]
+                hashes = sorted(set(part.loc[part["task"] == task, "dataset_hash"]))
+                raise BadInput(
+                    f"task {task} has cells from {len(hashes)} versions of its dataset in {dataset} "
+                    f"(hashes {', '.join(h[:8] for h in hashes)}): rerun the stale cells or select one with --where dataset={hashes[0][:8]}"
+                )
+            groups.append((Group(str(profile), str(budget), str(tag), str(dataset)), part))
+    return groups
+
+
+def method_order(methods, reference: str | None = None) -> list[str]:  # type: ignore[no-untyped-def]
     names = sorted(set(methods))
-    return ([REFERENCE] if REFERENCE in names else []) + [m for m in names if m != REFERENCE]
+    ref = reference if reference is not None else DEFAULT_REFERENCE
+    return ([ref] if ref in names else []) + [m for m in names if m != ref]
+
+
+# ------------------------------------------------------------------------------------ the table
+@dataclass
+class BudgetSummary:
+    """The budget of a method's cells in one table entry."""
+
+    steps: tuple[int, int]
+    batch: tuple[int, int] | None
+    share: tuple[float, float] | None
+    capped: bool
+
+    @staticmethod
+    def _span(values: list[Any]) -> tuple[Any, Any] | None:
+        values = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+        return (min(values), max(values)) if values else None
+
+    @classmethod
+    def of(cls, cells) -> "BudgetSummary":  # type: ignore[no-untyped-def]
+        steps = cls._span([_as_int(s) or 0 for s in cells["steps"]]) or (0, 0)
+        batch = cls._span([_as_int(b) for b in cells["batch"]])
+        share = cls._span([float(s) if s is not None else None for s in cells["paper_share"]])
+        return cls(steps, batch, share, bool(cells["capped"].astype(bool).any()))
+
+    def text(self, mark: bool = True) -> str:
+        def span(v: tuple[Any, Any], fmt: str) -> str:
+            return format(v[0], fmt) if v[0] == v[1] else f"{format(v[0], fmt)}-{format(v[1], fmt)}"
+
+        out = span(self.steps, ",") + (f"×{span(self.batch, 'd')}" if self.batch else "")
+        if self.share is not None:
+            out += f" ({_pct(self.share[0])}" + ("" if self.share[0] == self.share[1] else f"-{_pct(self.share[1])}") + ")"
+        return out + (CAP_MARK if self.capped and mark else "")
+
+
+def _pct(x: float) -> str:
+    """A share as a percentage: whole percents from 10%, two significant digits below."""
+    return f"{100 * x:.0f}%" if x >= 0.095 else f"{100 * x:.2g}%"
 
 
 @dataclass
@@ -55,6 +291,8 @@ class Entry:
     cost: float
     safe: bool
     best: bool = False
+    budget: BudgetSummary | None = None
+    runs: int = 0
 
 
 @dataclass
@@ -69,9 +307,37 @@ class Row:
 class ComparisonTable:
     methods: list[str]
     rows: list[Row]
+    group: Group | None = None
+    checkpoint: str = "final"
+    #: Tasks every method has (the averages' tasks) and the tasks left out of the averages.
+    common_tasks: list[str] = field(default_factory=list)
+    left_out: dict[str, list[str]] = field(default_factory=dict)
+    footnotes: list[str] = field(default_factory=list)
 
     def row(self, label: str) -> Row:
         return next(r for r in self.rows if r.label == label)
+
+    def header(self) -> str:
+        return table_header(self.group, self.checkpoint)
+
+
+def describe_protocol(protocol: str) -> str:
+    if protocol == "paper":
+        return "paper: each method at its own published budget"
+    if protocol.startswith("equal-steps="):
+        return f"{protocol}: {int(protocol.split('=', 1)[1]):,} gradient steps for every method, each at its own batch"
+    if protocol == UNSTATED:
+        return "unstated: each method's defaults at the profile (cells run without a sweep --budget)"
+    return f"{protocol}: per-method gradient steps of configs/budgets.yaml (protocols.{protocol})"
+
+
+def table_header(group: Group | None, checkpoint: str = "final") -> str:
+    if group is None:
+        return f"Scores of the {CHECKPOINT_LABELS[checkpoint]}"
+    return (
+        f"Budget protocol {describe_protocol(group.budget)}. Profile {group.profile}; feedback {group.feedback}; "
+        f"dataset {group.dataset}; scores of the {CHECKPOINT_LABELS[checkpoint]}."
+    )
 
 
 def _mark_best(row: Row) -> None:
@@ -82,88 +348,140 @@ def _mark_best(row: Row) -> None:
             e.best = bool(np.isclose(e.reward, top))
 
 
-def comparison_table(cells) -> ComparisonTable:  # type: ignore[no-untyped-def]
-    """Tasks x methods table from per-cell scores, with per-suite Average rows and safe/best marks."""
-    methods = method_order(cells["algorithm"])
-    by_task = cells.groupby(["task", "algorithm"], observed=True)[["normalized_reward", "normalized_cost"]].mean()
+def _entry(sub) -> Entry:  # type: ignore[no-untyped-def]
+    r, c = float(sub["normalized_reward"].mean()), float(sub["normalized_cost"].mean())
+    return Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub))
+
+
+def comparison_table(cells, reference: str | None = None, group: Group | None = None, checkpoint: str = "final") -> ComparisonTable:  # type: ignore[no-untyped-def]
+    """Tasks x methods table of ONE group's cells, with per-suite Average rows over the tasks every
+    method has, safe/best marks, budget entries and the footnotes (caps, published budgets)."""
+    cells = with_group_columns(cells)
+    if group is None and len(split_groups(cells)) > 1:
+        raise BadInput("these cells mix profiles, budget protocols, feedback settings or datasets: "
+                       "build one table per group (bench.report.split_groups)")
+    methods = method_order(cells["algorithm"], reference)
+    # the cell mean over (threshold, seed) cells of a task: every cell weighs the same
     task_rank = {name: i for i, name in enumerate(TASKS)}
-    tasks = sorted(cells["task"].unique(), key=lambda t: task_rank.get(t, len(task_rank)))
+    tasks = sorted(cells["task"].unique(), key=lambda t: (task_rank.get(t, len(task_rank)), t))
+    have = {m: set(cells.loc[cells["algorithm"] == m, "task"]) for m in methods}
+    common = [t for t in tasks if all(t in have[m] for m in methods)]
+    left_out = {t: [m for m in methods if t not in have[m]] for t in tasks if t not in common}
     suites: dict[str, list[str]] = {}
     for task in tasks:
-        suite = str(cells.loc[cells["task"] == task, "suite"].iloc[0])
-        suites.setdefault(suite, []).append(task)
+        suites.setdefault(str(cells.loc[cells["task"] == task, "suite"].iloc[0]), []).append(task)
     rows: list[Row] = []
     for suite, suite_tasks in suites.items():
         for task in suite_tasks:
             row = Row(task, suite, False)
             for method in methods:
-                if (task, method) in by_task.index:
-                    r, c = by_task.loc[(task, method)]
-                    row.entries[method] = Entry(float(r), float(c), bool(c <= SAFE_LIMIT))
+                sub = cells[(cells["task"] == task) & (cells["algorithm"] == method)]
+                if not sub.empty:
+                    row.entries[method] = _entry(sub)
             _mark_best(row)
             rows.append(row)
-        average = Row(f"{SUITE_LABELS.get(suite, suite)} Average", suite, True)
+        averaged = [t for t in suite_tasks if t in common]
+        label = f"{SUITE_LABELS.get(suite, suite)} Average"
+        if len(averaged) < len(suite_tasks):
+            label += f" ({len(averaged)} of {len(suite_tasks)} tasks)"
+        average = Row(label, suite, True)
         for method in methods:
-            values = [by_task.loc[(t, method)] for t in suite_tasks if (t, method) in by_task.index]
-            if values:
-                r, c = np.mean(values, axis=0)
-                average.entries[method] = Entry(float(r), float(c), bool(c <= SAFE_LIMIT))
+            per_task = [rows[[r.label for r in rows].index(t)].entries[method] for t in averaged]
+            if per_task:
+                r = float(np.mean([e.reward for e in per_task]))
+                c = float(np.mean([e.cost for e in per_task]))
+                sub = cells[(cells["task"].isin(averaged)) & (cells["algorithm"] == method)]
+                average.entries[method] = Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub))
         _mark_best(average)
         rows.append(average)
-    return ComparisonTable(methods, rows)
+    table = ComparisonTable(methods, rows, group, checkpoint, common, left_out)
+    table.footnotes = footnotes(cells, table)
+    return table
 
 
-def rich_table(table: ComparisonTable, title: str = "Normalized reward (higher is better) and cost (<= 1 is safe)"):  # type: ignore[no-untyped-def]
+def footnotes(cells, table: ComparisonTable) -> list[str]:  # type: ignore[no-untyped-def]
+    notes = [
+        "Budget = gradient steps × batch (per step) that the run trained with; (x%) = its share of the method's "
+        "published steps × batch; " + CAP_MARK + " = cut by a CPU cap (below)."
+    ]
+    if table.left_out:
+        missing = "; ".join(f"{t} (missing: {', '.join(ms)})" for t, ms in table.left_out.items())
+        notes.append(f"Averages are over the {len(table.common_tasks)} task(s) every method has; left out: {missing}.")
+    capped = cells[cells["capped"].astype(bool)]
+    for method in table.methods:
+        for note in sorted(set(capped.loc[capped["algorithm"] == method, "cap_note"])):
+            n = int(((capped["algorithm"] == method) & (capped["cap_note"] == note)).sum())
+            notes.append(f"{CAP_MARK} {method} ({n} cell{'s' if n > 1 else ''}): {note}")
+    published = []
+    for method in table.methods:
+        sub = cells[cells["algorithm"] == method]
+        steps, batch = _as_int(sub["paper_steps"].iloc[0]), _as_int(sub["paper_batch"].iloc[0])
+        if steps:
+            unit = str(sub["unit"].iloc[0] or "")
+            src = str(sub["paper_source"].iloc[0] or "")
+            published.append(f"{method} {steps:,}" + (f"×{batch} {unit}".rstrip() if batch else "") + (f" [{src}]" if src else ""))
+    if published:
+        notes.append("Published budgets: " + "; ".join(published) + ".")
+    return notes
+
+
+def rich_table(table: ComparisonTable, title: str | None = None):  # type: ignore[no-untyped-def]
     from rich.table import Table
 
-    out = Table(title=title, caption="bold = safe, gray = unsafe, blue = safe with the highest reward")
+    out = Table(
+        title=title or "Normalized reward / cost and budget",
+        caption="reward / cost (normalized; cost <= 1 is safe); 2nd line: steps×batch (share of the published budget)"
+        f"{CAP_MARK}=capped. bold = safe, gray = unsafe, blue = safe with the highest reward",
+    )
     out.add_column("Task")
     for method in table.methods:
-        out.add_column(f"{method}\nreward", justify="right")
-        out.add_column(f"{method}\ncost", justify="right")
+        out.add_column(method, justify="right")
     for row in table.rows:
         cells = []
         for method in table.methods:
             e = row.entries.get(method)
             if e is None:
-                cells += ["-", "-"]
+                cells.append("[grey50]missing[/]")
                 continue
             style = "bold blue" if e.best else ("bold" if e.safe else "grey50")
-            cells += [f"[{style}]{e.reward:.2f}[/]", f"[{style}]{e.cost:.2f}[/]"]
+            cells.append(f"[{style}]{e.reward:.2f} / {e.cost:.2f}[/]\n[dim]{e.budget.text() if e.budget else ''}[/]")
         label = f"[bold]{row.label}[/]" if row.is_average else row.label
         out.add_row(label, *cells, end_section=row.is_average)
     return out
 
 
 def markdown_table(table: ComparisonTable) -> str:
-    def fmt(e: Entry | None, value: str) -> str:
-        if e is None:
-            return "-"
+    def fmt(e: Entry, value: str) -> str:
         if e.best:
             return f"***{value}***"
         if e.safe:
             return f"**{value}**"
         return f'<span style="color:gray">{value}</span>'
 
-    header = "| Task | " + " | ".join(f"{m} reward ↑ | {m} cost ↓" for m in table.methods) + " |"
-    lines = [header, "|---|" + "---:|---:|" * len(table.methods)]
+    header = "| Task | " + " | ".join(f"{m} reward ↑ | {m} cost ↓ | {m} budget" for m in table.methods) + " |"
+    lines = [f"**{table.header()}**", "", header, "|---|" + "---:|---:|---:|" * len(table.methods)]
     for row in table.rows:
         label = f"**{row.label}**" if row.is_average else row.label
         cells = []
         for method in table.methods:
             e = row.entries.get(method)
-            cells += [fmt(e, f"{e.reward:.2f}") if e else "-", fmt(e, f"{e.cost:.2f}") if e else "-"]
+            if e is None:
+                cells += ["missing", "missing", "-"]
+            else:
+                cells += [fmt(e, f"{e.reward:.2f}"), fmt(e, f"{e.cost:.2f}"), e.budget.text() if e.budget else "-"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         "Normalized reward and cost averaged over thresholds, seeds and evaluation episodes. "
         "**Bold**: safe (normalized cost <= 1); gray: unsafe; ***bold italic***: safe with the highest reward in the row."
     )
+    lines += [""] + [f"- {note}" for note in table.footnotes]
     return "\n".join(lines) + "\n"
 
 
 def _latex_escape(text: str) -> str:
-    for char, repl in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#")):
+    for char, repl in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
+                       ("×", r"$\times$"), (CAP_MARK, r"$^\dagger$")):
         text = text.replace(char, repl)
     return text
 
@@ -171,9 +489,7 @@ def _latex_escape(text: str) -> str:
 def latex_table(table: ComparisonTable) -> str:
     """A booktabs tabular (needs \\usepackage{booktabs,xcolor})."""
 
-    def fmt(e: Entry | None, value: float) -> str:
-        if e is None:
-            return "-"
+    def fmt(e: Entry, value: float) -> str:
         if e.best:
             return rf"\textcolor{{blue}}{{\textbf{{{value:.2f}}}}}"
         if e.safe:
@@ -182,20 +498,25 @@ def latex_table(table: ComparisonTable) -> str:
 
     n = len(table.methods)
     lines = [
+        "% " + table.header(),
         "% Normalized reward and cost (averaged over thresholds, seeds, episodes); bold = safe (cost <= 1),",
         "% gray = unsafe, blue = safe with the highest reward. Needs \\usepackage{booktabs,xcolor}.",
-        r"\begin{tabular}{l" + "cc" * n + "}",
+        *[f"% {note}" for note in table.footnotes],
+        r"\begin{tabular}{l" + "ccc" * n + "}",
         r"\toprule",
-        " & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{_latex_escape(m)}}}" for m in table.methods) + r" \\",
-        " ".join(rf"\cmidrule(lr){{{2 + 2 * i}-{3 + 2 * i}}}" for i in range(n)),
-        "Task & " + " & ".join(r"Reward $\uparrow$ & Cost $\downarrow$" for _ in table.methods) + r" \\",
+        " & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{_latex_escape(m)}}}" for m in table.methods) + r" \\",
+        " ".join(rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(n)),
+        "Task & " + " & ".join(r"Reward $\uparrow$ & Cost $\downarrow$ & Budget" for _ in table.methods) + r" \\",
         r"\midrule",
     ]
     for row in table.rows:
         cells = []
         for method in table.methods:
             e = row.entries.get(method)
-            cells += [fmt(e, e.reward) if e else "-", fmt(e, e.cost) if e else "-"]
+            if e is None:
+                cells += ["--", "--", "--"]
+            else:
+                cells += [fmt(e, e.reward), fmt(e, e.cost), rf"\scriptsize {_latex_escape(e.budget.text())}" if e.budget else "--"]
         label = rf"\textbf{{{_latex_escape(row.label)}}}" if row.is_average else _latex_escape(row.label)
         lines.append(f"{label} & " + " & ".join(cells) + r" \\")
         if row.is_average:
@@ -206,40 +527,48 @@ def latex_table(table: ComparisonTable) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------------- aggregates
 def score_columns(cells, method: str, value: str, tasks: list[str]) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
-    """Per-task arrays of a method's per-cell scores (the runs x tasks matrix, possibly ragged)."""
-    sub = cells[cells["algorithm"] == method]
+    """Per-task arrays of a method's per-cell scores (the runs x tasks matrix, possibly ragged),
+    each in (threshold, seed) order so that aligned score sets share runs."""
+    sub = cells[cells["algorithm"] == method].sort_values(["threshold", "seed"])
     return [sub.loc[sub["task"] == t, value].to_numpy(float) for t in tasks]
 
 
-def aggregates(cells, reps: int = stats.DEFAULT_REPS, seed: int = 0):  # type: ignore[no-untyped-def]
-    """IQM (stratified-bootstrap CI) of reward and cost per method over the tasks every method ran,
-    and PreSa's probability of improvement over each baseline (reward higher, cost lower)."""
+def aggregates(cells, reference: str | None = None, reps: int = stats.DEFAULT_REPS, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Per method, over the tasks every method has (runs = (threshold, seed) cells):
+    IQM of normalized reward and cost, share of safe runs, mean reward among safe runs (each with a
+    95% stratified-bootstrap CI), and the reference's probability of improvement over each other
+    method on reward (higher) and cost (lower). ``reference`` None = presa when it is in the table."""
     import pandas as pd
 
-    methods = method_order(cells["algorithm"])
+    methods = method_order(cells["algorithm"], reference)
+    ref = reference if reference is not None else DEFAULT_REFERENCE
     tasks = sorted(set.intersection(*(set(cells.loc[cells["algorithm"] == m, "task"]) for m in methods)))
     rows: list[dict[str, Any]] = []
     if not tasks:
         return pd.DataFrame(rows), tasks
+    has_ref = ref in methods
     for method in methods:
-        row: dict[str, Any] = {"method": method, "tasks": len(tasks)}
-        for value, short in (("normalized_reward", "reward"), ("normalized_cost", "cost")):
-            interval = stats.stratified_bootstrap_ci(score_columns(cells, method, value, tasks), "iqm", reps=reps, seed=seed)
-            row.update({f"iqm_{short}": interval.point, f"iqm_{short}_low": interval.low, f"iqm_{short}_high": interval.high})
-        if REFERENCE in methods and method != REFERENCE:
-            ref_r = score_columns(cells, REFERENCE, "normalized_reward", tasks)
-            ref_c = score_columns(cells, REFERENCE, "normalized_cost", tasks)
-            poi_r = stats.probability_of_improvement_ci(ref_r, score_columns(cells, method, "normalized_reward", tasks), reps, seed=seed)
-            # lower cost is better: P(PreSa's cost < baseline's) = P(-cost_presa > -cost_baseline)
-            neg = lambda cols: [-c for c in cols]  # noqa: E731
-            poi_c = stats.probability_of_improvement_ci(neg(ref_c), neg(score_columns(cells, method, "normalized_cost", tasks)), reps, seed=seed)
-            row.update(
-                {
-                    "p_presa_better_reward": poi_r.point, "p_reward_low": poi_r.low, "p_reward_high": poi_r.high,
-                    "p_presa_lower_cost": poi_c.point, "p_cost_low": poi_c.low, "p_cost_high": poi_c.high,
-                }
-            )
+        rewards = score_columns(cells, method, "normalized_reward", tasks)
+        costs = score_columns(cells, method, "normalized_cost", tasks)
+        row: dict[str, Any] = {"method": method, "tasks": len(tasks), "runs": int(sum(len(c) for c in rewards))}
+
+        def put(name: str, interval: stats.Interval) -> None:
+            row.update({name: interval.point, f"{name}_low": interval.low, f"{name}_high": interval.high})
+
+        put("iqm_reward", stats.stratified_bootstrap_ci(rewards, "iqm", reps=reps, seed=seed))
+        put("iqm_cost", stats.stratified_bootstrap_ci(costs, "iqm", reps=reps, seed=seed))
+        put("safe_share", stats.safe_share_ci(costs, SAFE_LIMIT, reps=reps, seed=seed))
+        put("reward_if_safe", stats.reward_among_safe_ci(rewards, costs, SAFE_LIMIT, reps=reps, seed=seed))
+        if has_ref:
+            row["reference"] = ref
+            if method != ref:
+                ref_r = score_columns(cells, ref, "normalized_reward", tasks)
+                ref_c = score_columns(cells, ref, "normalized_cost", tasks)
+                put("p_ref_higher_reward", stats.probability_of_improvement_ci(ref_r, rewards, reps, seed=seed))
+                # lower cost is better: P(ref's cost < method's) = P(-cost_ref > -cost_method)
+                put("p_ref_lower_cost", stats.probability_of_improvement_ci([-c for c in ref_c], [-c for c in costs], reps, seed=seed))
         rows.append(row)
     return pd.DataFrame(rows), tasks
 
@@ -247,7 +576,7 @@ def aggregates(cells, reps: int = stats.DEFAULT_REPS, seed: int = 0):  # type: i
 def summary_text(table: ComparisonTable) -> str:
     """On how many tasks each method is safe, and where each is the best safe method."""
     task_rows = [r for r in table.rows if not r.is_average]
-    lines = []
+    lines = [table.header()]
     for method in table.methods:
         ran = [r for r in task_rows if method in r.entries]
         safe = [r.label for r in ran if r.entries[method].safe]
@@ -262,6 +591,7 @@ def summary_text(table: ComparisonTable) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------------------- plots
 def _save(fig, out_dir: Path, name: str) -> list[Path]:  # type: ignore[no-untyped-def]
     paths = []
     for ext in ("png", "pdf"):
@@ -271,59 +601,83 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:  # type: ignore[no-untyp
     return paths
 
 
-def plot_reward_cost(cells, out_dir: Path) -> list[Path]:  # type: ignore[no-untyped-def]
-    import matplotlib.pyplot as plt
+def _palette(methods: list[str]) -> dict[str, Any]:
     import seaborn as sns
 
+    return dict(zip(methods, sns.color_palette("tab10", max(10, len(methods)))))
+
+
+def _legend(fig, methods: list[str], palette: dict[str, Any], marker: str = "o") -> None:  # type: ignore[no-untyped-def]
+    import matplotlib.pyplot as plt
+
+    handles = [plt.Line2D([], [], marker=marker, linestyle="-" if marker == "" else "", color=palette[m],
+                          markeredgecolor="black", label=m) for m in methods]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(methods), 9), bbox_to_anchor=(0.5, 1.0), frameon=False)
+
+
+def plot_reward_cost(cells, out_dir: Path, reference: str | None = None, title: str = "") -> list[Path]:  # type: ignore[no-untyped-def]
+    """Per task: every cell (marker = threshold) and the method's mean; the threshold line at cost 1."""
+    import matplotlib.pyplot as plt
+
     tasks = list(dict.fromkeys(cells["task"]))
-    methods = method_order(cells["algorithm"])
-    palette = dict(zip(methods, sns.color_palette("tab10", len(methods))))
-    cols = min(4, len(tasks))
+    methods = method_order(cells["algorithm"], reference)
+    palette = _palette(methods)
+    thresholds = sorted(cells["threshold"].unique())
+    markers = dict(zip(thresholds, "^sDvP*X"))
+    cols = min(3, len(tasks))
     rows = int(np.ceil(len(tasks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         sub = cells[cells["task"] == task]
         for method in methods:
             m = sub[sub["algorithm"] == method]
             if m.empty:
                 continue
-            ax.scatter(m["normalized_cost"], m["normalized_reward"], color=palette[method], alpha=0.25, s=12)
-            ax.scatter(m["normalized_cost"].mean(), m["normalized_reward"].mean(), color=palette[method], s=70,
-                       edgecolor="black", label=method, zorder=3)
+            for k, mk in m.groupby("threshold"):
+                ax.scatter(mk["normalized_cost"], mk["normalized_reward"], color=palette[method], alpha=0.45, s=22,
+                           marker=markers.get(k, "o"))
+            ax.scatter(m["normalized_cost"].mean(), m["normalized_reward"].mean(), color=palette[method], s=90,
+                       edgecolor="black", zorder=3)
         ax.axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.axvspan(ax.get_xlim()[0], SAFE_LIMIT, color="green", alpha=0.05)
+        ax.text(SAFE_LIMIT, ax.get_ylim()[1], " threshold κ (cost 1)", color="red", va="top", fontsize=8)
         ax.set_title(task)
-        ax.set_xlabel("normalized cost")
+        ax.set_xlabel("normalized cost (cost / κ)")
         ax.set_ylabel("normalized reward")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    # one legend from the palette: a method absent from the first task still appears
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=palette[m], markeredgecolor="black", label=m) for m in methods]
+    handles += [plt.Line2D([], [], marker=markers[k], linestyle="", color="gray", label=f"κ={k:g}") for k in thresholds]
+    if title:
+        axes.flat[0].figure.suptitle(title, y=1.08, fontsize=9)
     fig.tight_layout()
-    fig.legend(handles=handles, loc="lower center", ncol=len(methods), bbox_to_anchor=(0.5, 1.0))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), bbox_to_anchor=(0.5, 1.0), frameon=False)
     paths = _save(fig, out_dir, "reward_vs_cost")
     plt.close(fig)
     return paths
 
 
-def plot_method_bars(cells, out_dir: Path, seed: int = 0) -> list[Path]:  # type: ignore[no-untyped-def]
+def plot_threshold_bars(cells, out_dir: Path, reference: str | None = None, seed: int = 0) -> list[Path]:  # type: ignore[no-untyped-def]
+    """Per threshold and method: mean normalized reward and cost with 95% bootstrap CIs over cells."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    methods = method_order(cells["algorithm"])
-    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.6 * len(methods) * 2), 3.6))
-    for ax, value, label in ((axes[0], "normalized_reward", "normalized reward"), (axes[1], "normalized_cost", "normalized cost")):
-        sns.barplot(data=cells, x="algorithm", y=value, order=methods, errorbar=("ci", 95), seed=seed, ax=ax,
-                    hue="algorithm", hue_order=methods, palette="tab10", legend=False)
-        ax.set_ylabel(f"{label} (95% bootstrap CI over cells)")
-        ax.set_xlabel("")
+    methods = method_order(cells["algorithm"], reference)
+    palette = _palette(methods)
+    data = cells.assign(kappa=cells["threshold"].map(lambda k: f"κ={k:g}"))
+    order = [f"κ={k:g}" for k in sorted(cells["threshold"].unique())]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(methods) * len(order) * 2), 3.8))
+    for ax, value, label in ((axes[0], "normalized_reward", "normalized reward ↑"), (axes[1], "normalized_cost", "normalized cost ↓")):
+        sns.barplot(data=data, x="kappa", y=value, order=order, hue="algorithm", hue_order=methods, palette=palette,
+                    errorbar=("ci", 95), n_boot=2000, seed=seed, ax=ax, legend=False, capsize=0.1, err_kws={"linewidth": 1})
+        ax.set_ylabel(f"{label}\n(mean, 95% bootstrap CI over cells)")
+        ax.set_xlabel("cost threshold")
     axes[1].axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
     fig.tight_layout()
-    paths = _save(fig, out_dir, "method_bars")
+    _legend(fig, methods, palette, marker="s")
+    paths = _save(fig, out_dir, "threshold_bars")
     plt.close(fig)
     return paths
-
-
-CURVE_PANELS = (("reward", "normalized_reward"), ("cost", "normalized_cost"), ("lambda", "lambda"))
 
 
 def _curve_metric(names: list[str], pattern: str) -> str | None:
@@ -334,8 +688,12 @@ def _curve_metric(names: list[str], pattern: str) -> str | None:
     return hits[0] if hits else None
 
 
-def plot_learning_curves(curves, out_dir: Path) -> list[Path]:  # type: ignore[no-untyped-def]
-    """Mean over cells of the evaluation reward, cost and (when logged) lambda, per task and method."""
+CURVE_PANELS = (("normalized reward (online evaluation)", "normalized_reward"), ("normalized cost (online evaluation)", "normalized_cost"))
+
+
+def plot_learning_curves(curves, out_dir: Path, reference: str | None = None) -> list[Path]:  # type: ignore[no-untyped-def]
+    """Online-evaluation reward and cost against gradient steps, per task and method: the mean over
+    cells (markers at each evaluation) and the range over cells (band)."""
     import matplotlib.pyplot as plt
 
     if curves.empty:
@@ -346,9 +704,9 @@ def plot_learning_curves(curves, out_dir: Path) -> list[Path]:  # type: ignore[n
     panels = [(t, m) for t, m in panels if m is not None]
     if not panels:
         return []
-    fig, axes = plt.subplots(len(tasks), len(panels), figsize=(4.2 * len(panels), 3.0 * len(tasks)), squeeze=False)
-    methods = method_order(curves["algorithm"])
-    colors = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * (1 + len(methods) // 10)))
+    methods = method_order(curves["algorithm"], reference)
+    palette = _palette(methods)
+    fig, axes = plt.subplots(len(tasks), len(panels), figsize=(6.0 * len(panels), 3.6 * len(tasks)), squeeze=False)
     for i, task in enumerate(tasks):
         for j, (title, metric) in enumerate(panels):
             ax = axes[i, j]
@@ -357,91 +715,196 @@ def plot_learning_curves(curves, out_dir: Path) -> list[Path]:  # type: ignore[n
                 m = sub[sub["algorithm"] == method]
                 if m.empty:
                     continue
-                mean = m.groupby("step")["value"].mean()
-                ax.plot(mean.index, mean.to_numpy(), label=method, color=colors[method])
-            if title == "cost":
+                by_step = m.groupby("step")["value"]
+                mean = by_step.mean()
+                ax.plot(mean.index, mean.to_numpy(), color=palette[method], marker="o", markersize=3, linewidth=1.3)
+                if m["cell_id"].nunique() > 1:
+                    ax.fill_between(mean.index, by_step.min().to_numpy(), by_step.max().to_numpy(), color=palette[method], alpha=0.12)
+            if "cost" in metric:
                 ax.axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
-            ax.set_title(f"{task}: {title}")
+            if (sub["step"] > 0).all() and not sub.empty:
+                ax.set_xscale("log")  # budgets differ by 10x and more between methods
+            ax.set_title(f"{task}: {title}", fontsize=9)
             ax.set_xlabel("gradient step")
-    # one legend for all panels: a method may log only some metrics (lambda: PreSa only)
-    handles = [plt.Line2D([], [], color=colors[m], label=m) for m in methods]
     fig.tight_layout()
-    fig.legend(handles=handles, loc="lower center", ncol=len(methods), bbox_to_anchor=(0.5, 1.0))
+    _legend(fig, methods, palette, marker="o")
     paths = _save(fig, out_dir, "learning_curves")
     plt.close(fig)
     return paths
 
 
+def plot_performance_profiles(cells, out_dir: Path, tasks: list[str], reference: str | None = None,
+                              reps: int = stats.DEFAULT_REPS, seed: int = 0) -> list[Path]:  # type: ignore[no-untyped-def]
+    """rliable's performance profiles over the common tasks: the share of runs with normalized reward
+    > tau, and of runs with normalized cost <= tau, with 95% stratified-bootstrap bands."""
+    import matplotlib.pyplot as plt
+
+    if not tasks:
+        return []
+    methods = method_order(cells["algorithm"], reference)
+    palette = _palette(methods)
+    sub = cells[cells["task"].isin(tasks)]
+    r_taus = np.linspace(min(0.0, sub["normalized_reward"].min()), max(1.0, sub["normalized_reward"].max()), 81)
+    c_taus = np.linspace(0.0, max(2.0, float(np.nanpercentile(sub["normalized_cost"], 95))), 81)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in methods:
+        rewards = score_columns(cells, method, "normalized_reward", tasks)
+        costs = score_columns(cells, method, "normalized_cost", tasks)
+        p, lo, hi = stats.performance_profile_ci(rewards, r_taus, reps=reps, seed=seed)
+        axes[0].plot(r_taus, p, color=palette[method])
+        axes[0].fill_between(r_taus, lo, hi, color=palette[method], alpha=0.15)
+        # share of runs with cost <= tau = 1 - share with cost > tau
+        p, lo, hi = stats.performance_profile_ci(costs, c_taus, reps=reps, seed=seed)
+        axes[1].plot(c_taus, 1 - p, color=palette[method])
+        axes[1].fill_between(c_taus, 1 - hi, 1 - lo, color=palette[method], alpha=0.15)
+    axes[0].set_xlabel("normalized reward τ")
+    axes[0].set_ylabel("fraction of runs with reward > τ")
+    axes[1].set_xlabel("normalized cost τ")
+    axes[1].set_ylabel("fraction of runs with cost ≤ τ")
+    axes[1].axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+    for ax in axes:
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Performance profiles over {len(tasks)} task(s) (95% stratified bootstrap bands)", y=0.98, fontsize=9)
+    fig.tight_layout()
+    _legend(fig, methods, palette, marker="")
+    paths = _save(fig, out_dir, "performance_profiles")
+    plt.close(fig)
+    return paths
+
+
 def plot_aggregates(agg, out_dir: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+    """IQM reward, IQM cost, safe-run share, reward among safe runs and (with a reference) the
+    probability of improvement, each with its 95% stratified-bootstrap CI."""
     import matplotlib.pyplot as plt
 
     if agg.empty:
         return []
-    has_poi = "p_presa_better_reward" in agg
-    fig, axes = plt.subplots(1, 3 if has_poi else 2, figsize=(13 if has_poi else 9, 0.5 * len(agg) + 1.6), squeeze=False)
+    panels = [("iqm_reward", "IQM normalized reward ↑"), ("iqm_cost", "IQM normalized cost ↓"),
+              ("safe_share", "share of safe runs ↑"), ("reward_if_safe", "mean reward of the safe runs ↑")]
+    if "p_ref_higher_reward" in agg:
+        panels += [("p_ref_higher_reward", f"P({agg['reference'].iloc[0]} reward higher)"),
+                   ("p_ref_lower_cost", f"P({agg['reference'].iloc[0]} cost lower)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 0.42 * len(agg) + 1.6), squeeze=False)
     y = np.arange(len(agg))
-    for ax, short, label in ((axes[0, 0], "reward", "IQM normalized reward"), (axes[0, 1], "cost", "IQM normalized cost")):
-        point = agg[f"iqm_{short}"].to_numpy()
-        err = np.vstack([point - agg[f"iqm_{short}_low"], agg[f"iqm_{short}_high"] - point])
-        ax.errorbar(point, y, xerr=err, fmt="o", capsize=4)
-        ax.set_yticks(y, agg["method"])
-        ax.invert_yaxis()
-        ax.set_xlabel(label + " (95% stratified bootstrap CI)")
-    axes[0, 1].axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
-    if has_poi:
-        base = agg.dropna(subset=["p_presa_better_reward"])
-        yb = np.arange(len(base))
-        point = base["p_presa_better_reward"].to_numpy()
-        err = np.vstack([point - base["p_reward_low"], base["p_reward_high"] - point])
-        ax = axes[0, 2]
-        ax.errorbar(point, yb, xerr=err, fmt="o", capsize=4)
-        ax.set_yticks(yb, [f"{REFERENCE} vs {m}" for m in base["method"]])
-        ax.invert_yaxis()
-        ax.axvline(0.5, color="gray", linestyle=":")
-        ax.set_xlabel("P(reward of PreSa > baseline)")
+    for ax, (name, label) in zip(axes[0], panels):
+        point = agg[name].to_numpy(float)
+        low, high = agg[f"{name}_low"].to_numpy(float), agg[f"{name}_high"].to_numpy(float)
+        ok = np.isfinite(point)
+        err = np.vstack([np.where(np.isfinite(low), point - low, 0), np.where(np.isfinite(high), high - point, 0)])
+        ax.errorbar(point[ok], y[ok], xerr=err[:, ok], fmt="o", capsize=4)
+        ax.set_yticks(y, agg["method"] if ax is axes[0, 0] else [""] * len(y))
+        ax.set_ylim(len(agg) - 0.5, -0.5)
+        ax.set_xlabel(label, fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        if name == "iqm_cost":
+            ax.axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        if name.startswith("p_ref"):
+            ax.axvline(0.5, color="gray", linestyle=":")
+            ax.set_xlim(-0.02, 1.02)
+    fig.suptitle(f"Aggregates over {int(agg['tasks'].iloc[0])} task(s) x runs, 95% stratified bootstrap CIs", fontsize=9)
     fig.tight_layout()
     paths = _save(fig, out_dir, "aggregates")
     plt.close(fig)
     return paths
 
 
+# ------------------------------------------------------------------------------------- reports
 @dataclass
-class Report:
+class GroupReport:
+    group: Group
     table: ComparisonTable
     aggregates: Any
     aggregate_tasks: list[str]
     summary: str
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    groups: list[GroupReport]
     files: list[Path]
+    checkpoint: str = "final"
+    reference: str | None = None
+
+    # the single-table view (one group), kept for callers of a one-protocol store
+    @property
+    def table(self) -> ComparisonTable:
+        return self.groups[0].table
+
+    @property
+    def aggregates(self):  # type: ignore[no-untyped-def]
+        return self.groups[0].aggregates
+
+    @property
+    def aggregate_tasks(self) -> list[str]:
+        return self.groups[0].aggregate_tasks
+
+    @property
+    def summary(self) -> str:
+        return "\n".join(g.summary for g in self.groups)
+
+
+def _write_group(g: GroupReport, cells, curves, reps: int, reference: str | None, plots: bool) -> None:  # type: ignore[no-untyped-def]
+    out = g.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("table.md", markdown_table(g.table)), ("table.tex", latex_table(g.table)), ("summary.txt", g.summary)):
+        (out / name).write_text(text)
+        g.files.append(out / name)
+    g.aggregates.to_csv(out / "aggregates.csv", index=False)
+    g.files.append(out / "aggregates.csv")
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        g.files += plot_reward_cost(cells, out, reference)
+        g.files += plot_threshold_bars(cells, out, reference)
+        g.files += plot_learning_curves(curves[curves["cell_id"].isin(set(cells["cell_id"]))], out, reference)
+        g.files += plot_performance_profiles(cells, out, g.aggregate_tasks, reference, reps=reps)
+        g.files += plot_aggregates(g.aggregates, out)
 
 
 def build_report(
-    results_dir: Path | str, out_dir: Path | str, checkpoint: str = "final", reps: int = stats.DEFAULT_REPS, plots: bool = True
+    results_dir: Path | str,
+    out_dir: Path | str,
+    checkpoint: str = "final",
+    reps: int = stats.DEFAULT_REPS,
+    plots: bool = True,
+    where: list[str] | tuple[str, ...] | None = None,
+    reference: str | None = None,
 ) -> Report:
-    """Read the store, write table.md/.tex/.csv, aggregates.csv, summary.txt and the plots into out_dir."""
+    """Read the store, split it into one group per protocol (`split_groups`), and write per group
+    table.md/.tex, aggregates.csv, summary.txt and the plots; cells.csv (both checkpoints) at the top.
+    One group: its files go into out_dir; several: into out_dir/<group>/, listed in out_dir/index.md."""
+    import pandas as pd
+
     from bench.results import load_curves, load_results
 
     episodes = load_results(results_dir)
     if episodes.empty:
         raise BadInput(f"no results in {results_dir} (run `presa-bench run` or `presa-bench sweep` first)")
-    cells = cell_scores(episodes, checkpoint)
-    table = comparison_table(cells)
-    agg, agg_tasks = aggregates(cells, reps=reps)
-    summary = summary_text(table)
+    cells = apply_where(cell_scores(episodes, checkpoint), where)
+    groups = split_groups(cells)
+    if reference is not None and not any(reference in set(sub["algorithm"]) for _, sub in groups):
+        raise BadInput(f"--reference {reference} has no cells here; methods: {', '.join(sorted(set(cells['algorithm'])))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, text in (("table.md", markdown_table(table)), ("table.tex", latex_table(table)), ("summary.txt", summary)):
-        (out / name).write_text(text)
-        files.append(out / name)
-    cells.to_csv(out / "cells.csv", index=False)
-    agg.to_csv(out / "aggregates.csv", index=False)
-    files += [out / "cells.csv", out / "aggregates.csv"]
-    if plots:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        files += plot_reward_cost(cells, out)
-        files += plot_method_bars(cells, out)
-        files += plot_learning_curves(load_curves(results_dir), out)
-        files += plot_aggregates(agg, out)
-    return Report(table, agg, agg_tasks, summary, files)
+    curves = load_curves(results_dir) if plots else pd.DataFrame()
+    reports: list[GroupReport] = []
+    for group, sub in groups:
+        table = comparison_table(sub, reference, group, checkpoint)
+        agg, agg_tasks = aggregates(sub, reference, reps=reps)
+        g_out = out if len(groups) == 1 else out / group.slug()
+        reports.append(GroupReport(group, table, agg, agg_tasks, summary_text(table), g_out))
+        _write_group(reports[-1], sub, curves, reps, reference, plots)
+    files = [f for g in reports for f in g.files]
+    both = [cell_scores(episodes, k) for k in CHECKPOINTS if (episodes["checkpoint"] == k).any()]
+    pd.concat(both, ignore_index=True).to_csv(out / "cells.csv", index=False)
+    files.append(out / "cells.csv")
+    if len(groups) > 1:
+        lines = [f"# {len(groups)} tables: the results mix profiles, budget protocols, feedback settings or datasets", ""]
+        lines += [f"- `{g.group.slug()}/`: {g.table.header()} Select it with `{g.group.where()}`." for g in reports]
+        (out / "index.md").write_text("\n".join(lines) + "\n")
+        files.append(out / "index.md")
+    return Report(reports, files, checkpoint, reference)

@@ -115,10 +115,15 @@ class CellKey:
     seed: int
     profile: str
     feedback: str = "none"
+    #: The sweep's budget protocol ("" = none stated): cells of two protocols coexist in one store.
+    budget: str = ""
 
     @property
     def cell_id(self) -> str:
-        return f"{self.task}__{self.algorithm}__k{self.threshold:g}__s{self.seed}__{self.profile}__{self.feedback}"
+        base = f"{self.task}__{self.algorithm}__k{self.threshold:g}__s{self.seed}__{self.profile}__{self.feedback}"
+        if not self.budget:
+            return base
+        return base + "__b-" + "".join(c if c.isalnum() or c in "-." else "-" for c in self.budget)
 
 
 @dataclass

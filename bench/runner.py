@@ -63,6 +63,9 @@ class CellSpec:
     #: "module:Class" of the algorithm. Planners fill it from the registry in the parent process, so
     #: worker processes (process pool, Slurm) run exactly the class the parent resolved.
     algorithm_path: str | None = None
+    #: The sweep's budget record of this cell (bench.sweep.budget_for), sorted items; () = none
+    #: stated. It enters the config (hence the hash) and names the cell (CellKey.budget).
+    budget: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass
@@ -179,7 +182,8 @@ def resolve(spec: CellSpec) -> ResolvedCell:
         tag = _feedback_tag(spec, num_queries, labels_hash, feedback_kwargs)
     else:
         tag = "none"
-    key = store.CellKey(task.name, name, threshold, int(spec.seed), profile.name, tag)
+    budget = dict(spec.budget)
+    key = store.CellKey(task.name, name, threshold, int(spec.seed), profile.name, tag, str(budget.get("protocol") or ""))
     # The device is part of the config: budgets capped on CPU differ from a GPU run of the same cell,
     # so a GPU rerun must not be skipped as done.
     device = resolve_device(spec.device)
@@ -187,6 +191,8 @@ def resolve(spec: CellSpec) -> ResolvedCell:
         task=task, threshold=threshold, seed=int(spec.seed), profile=profile, device=device, overrides=algo_overrides
     )
     algo_config = _config_dict(algorithm_cls.config_for(train_spec))
+    if budget:
+        profile = _scaled_profile(profile, budget, algo_config, device)
     config = {
         "task": task.name,
         "algorithm": name,
@@ -201,6 +207,8 @@ def resolve(spec: CellSpec) -> ResolvedCell:
         "feedback": feedback_config,
         "evaluation": {"during_seed_offset": DURING_TRAINING_SEED_OFFSET},
     }
+    if budget:
+        config["budget"] = budget
     return ResolvedCell(
         spec=spec,
         task=task,
@@ -215,6 +223,30 @@ def resolve(spec: CellSpec) -> ResolvedCell:
         algo_overrides=algo_overrides,
         feedback_kwargs=feedback_kwargs,
     )
+
+
+def _dotted(config: Any, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _scaled_profile(profile: Profile, budget: dict[str, Any], algo_config: Any, device: str) -> Profile:
+    """The profile with eval_every / log_every spread over the cell's stated budget, so that every
+    run has about ``eval_points`` online evaluations whatever its length (a CPU cap included)."""
+    steps = int(budget.get("planned_steps") or profile.train_steps)
+    cap = _dotted(algo_config, str(budget.get("cap_key") or "")) if budget.get("cap_key") else None
+    if isinstance(cap, int) and not str(device).startswith("cuda") and 0 < cap < steps:
+        steps = cap
+    changes: dict[str, int] = {}
+    if budget.get("eval_points"):
+        changes["eval_every"] = max(1, steps // int(budget["eval_points"]))
+    if budget.get("log_points"):
+        changes["log_every"] = max(1, steps // int(budget["log_points"]))
+    return replace(profile, **changes) if changes else profile
 
 
 def seed_everything(seed: int) -> None:

@@ -1,8 +1,11 @@
 """Aggregate statistics over a runs x tasks score matrix, following rliable's definitions.
 
-rliable 1.2.0 does not import with pandas 3.0.x (its dependency ``arch`` calls a pandas internal
-whose signature changed; see docs/install.md), so the few functions presa-bench needs are written
-here in numpy, with rliable's (Agarwal et al., NeurIPS 2021) definitions:
+rliable 1.2.0's bootstrap (rliable.library) needs ``arch``, which does not import with the pinned
+pandas 3.0.x (docs/install.md), and its ragged-task support is limited (a dict of (runs, tasks)
+arrays: every task the same number of runs); the benchmark also needs bootstraps of statistics of
+several aligned arrays (reward among safe runs). So the functions presa-bench needs are written
+here in numpy with rliable's (Agarwal et al., NeurIPS 2021) definitions, and tests/test_stats.py
+compares them with rliable's own numbers on a fixed score matrix where rliable can be imported:
 
 - IQM = interquartile mean = 25%-trimmed mean of ALL scores pooled over runs and tasks
   (rliable.metrics.aggregate_iqm = scipy.stats.trim_mean(scores, 0.25, axis=None)).
@@ -14,8 +17,15 @@ here in numpy, with rliable's (Agarwal et al., NeurIPS 2021) definitions:
   (rliable.metrics.probability_of_improvement); its CI resamples X's and Y's runs independently
   within each task (rliable's StratifiedIndependentBootstrap).
 
+- Performance profile (rliable.metrics.run_score_distribution / library.create_performance_profile):
+  the fraction of runs whose score exceeds tau, for each tau; CI by the stratified bootstrap.
+
+Seeds: every function draws from its own ``numpy.random.default_rng(seed)``: the same call gives
+the same interval, and nothing touches numpy's global generator.
+
 Scores may be a (runs, tasks) array or a list of per-task 1-D arrays (tasks may have different
-numbers of runs, e.g. when some cells failed).
+numbers of runs, e.g. when some cells failed). With unequal runs, pooled statistics weigh every
+run the same (as rliable pools a (runs, tasks) matrix).
 """
 
 from __future__ import annotations
@@ -139,3 +149,84 @@ def probability_of_improvement_ci(
         rb = b[rng.integers(0, len(b), size=(reps, len(b)))]
         per_task.append(_pairwise_greater(ra, rb))
     return _percentile_interval(point, np.mean(per_task, axis=0), confidence)
+
+
+def stratified_bootstrap_multi(
+    arrays: Sequence[Scores],
+    statistic: Callable[..., np.ndarray],
+    reps: int = DEFAULT_REPS,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Stratified bootstrap of a statistic of several ALIGNED score sets (same runs, same tasks).
+
+    ``statistic(*pooled)`` gets one (reps, total runs) matrix per array -- each replicate draws the
+    same runs (within each task) for every array -- and returns one value per replicate; with
+    (1, total runs) matrices of the original runs it gives the point estimate. NaN replicates (e.g.
+    a ratio with no run in its denominator) are left out of the interval.
+    """
+    cols = [_per_task(a) for a in arrays]
+    if any(len(c) != len(cols[0]) or any(len(x) != len(y) for x, y in zip(c, cols[0])) for c in cols):
+        raise ValueError("the score sets of a joint bootstrap must have the same tasks and runs")
+    point = float(np.asarray(statistic(*[np.concatenate(c)[None, :] for c in cols])).ravel()[0])
+    rng = np.random.default_rng(seed)
+    total = sum(len(c) for c in cols[0])
+    chunk = max(1, min(reps, 5_000_000 // max(1, total * len(cols))))
+    out = []
+    for start in range(0, reps, chunk):
+        n = min(chunk, reps - start)
+        idx = [rng.integers(0, len(c), size=(n, len(c))) for c in cols[0]]
+        pooled = [np.concatenate([col[i] for col, i in zip(c, idx)], axis=1) for c in cols]
+        out.append(np.asarray(statistic(*pooled), float))
+    replicates = np.concatenate(out)
+    replicates = replicates[np.isfinite(replicates)]
+    if replicates.size == 0:
+        return Interval(point, float("nan"), float("nan"))
+    return _percentile_interval(point, replicates, confidence)
+
+
+def safe_share_ci(costs: Scores, limit: float = 1.0, reps: int = DEFAULT_REPS, confidence: float = 0.95, seed: int = 0) -> Interval:
+    """Share of runs whose (normalized) cost is <= limit, with its stratified-bootstrap CI."""
+    safe = [(c <= limit).astype(float) for c in _per_task(costs)]
+    return stratified_bootstrap_ci(safe, "mean", reps=reps, confidence=confidence, seed=seed)
+
+
+def _ratio_of_sums(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    den = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (values * weights).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def reward_among_safe_ci(
+    rewards: Scores, costs: Scores, limit: float = 1.0, reps: int = DEFAULT_REPS, confidence: float = 0.95, seed: int = 0
+) -> Interval:
+    """Mean reward of the runs whose cost is <= limit (NaN when no run is safe), with a joint
+    stratified-bootstrap CI (each replicate redraws runs, then averages the safe ones it drew)."""
+    safe = [(c <= limit).astype(float) for c in _per_task(costs)]
+    return stratified_bootstrap_multi([rewards, safe], _ratio_of_sums, reps=reps, confidence=confidence, seed=seed)
+
+
+def performance_profile(scores: Scores, taus: np.ndarray) -> np.ndarray:
+    """Fraction of all runs (pooled over tasks) whose score is > tau, for each tau (rliable's
+    run_score_distribution)."""
+    pooled = np.concatenate(_per_task(scores))
+    return (pooled[None, :] > np.asarray(taus, float)[:, None]).mean(axis=1)
+
+
+def performance_profile_ci(
+    scores: Scores, taus: np.ndarray, reps: int = DEFAULT_REPS, confidence: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(profile, low, high) at each tau: rliable's create_performance_profile with the stratified bootstrap."""
+    columns = _per_task(scores)
+    taus = np.asarray(taus, float)
+    point = performance_profile(columns, taus)
+    rng = np.random.default_rng(seed)
+    pooled = _pooled_replicates(columns, reps, rng)  # (reps, runs)
+    alpha = (1.0 - confidence) / 2.0
+    lows, highs = [], []
+    for tau in taus:
+        fractions = (pooled > tau).mean(axis=1)
+        low, high = np.percentile(fractions, [100 * alpha, 100 * (1 - alpha)])
+        lows.append(low)
+        highs.append(high)
+    return point, np.asarray(lows), np.asarray(highs)

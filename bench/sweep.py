@@ -77,6 +77,13 @@ class SweepConfig:
     ensemble_size: int | None = None
     #: submitit parameters (timeout_min, slurm_partition, gpus_per_node, cpus_per_task, slurm_array_parallelism...).
     slurm: dict[str, Any] = field(default_factory=dict)
+    #: Budget protocol, stated in every cell's record and in the report's header: "paper" (each
+    #: method's published budget), "equal-steps=N" (N gradient steps for every method) or a named
+    #: per-method table of configs/budgets.yaml ("bullet", "cpu-hour"). None = each method's
+    #: defaults at the profile (the report calls this "unstated").
+    budget: str | None = None
+    #: The budget table the protocol reads; None = configs/budgets.yaml.
+    budgets_file: str | None = None
 
 
 def wants_vectorise(config: SweepConfig) -> bool:
@@ -127,6 +134,79 @@ def task_names(entries: list[str]) -> list[str]:
     return names
 
 
+#: Per-algorithm budget keys, published budgets and named protocols (data, not code: bench/ names no algorithm).
+BUDGETS_FILE = Path(__file__).resolve().parent.parent / "configs" / "budgets.yaml"
+
+
+def load_budgets(path: Path | str | None = None) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path) if path is not None else BUDGETS_FILE
+    if not path.is_file():
+        raise BadInput(f"budget table {path} does not exist (configs/budgets.yaml)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("algorithms"), dict):
+        raise BadInput(f"budget table {path} needs an 'algorithms' mapping (see configs/budgets.yaml)")
+    return raw
+
+
+def protocol_names(budgets: dict[str, Any]) -> list[str]:
+    return ["paper", "equal-steps=N", *sorted((budgets.get("protocols") or {}))]
+
+
+def budget_for(protocol: str, algorithm: str, budgets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config overrides, budget record) of one algorithm under a protocol.
+
+    The record (stored in the cell's config as ``budget``) states the protocol, the planned gradient
+    steps, the keys of the method's steps and batch, the method's published budget and the number
+    of online evaluations / log points to spread over the run.
+    """
+    name = protocol.strip().lower()
+    entry = budgets["algorithms"].get(algorithm)
+    if not isinstance(entry, dict) or "steps_key" not in entry:
+        raise BadInput(
+            f"budget protocol '{protocol}': {algorithm} has no entry in configs/budgets.yaml "
+            "(add its steps_key, batch_key and paper budget there)"
+        )
+    paper = entry.get("paper") or {}
+    overrides: dict[str, Any] = {}
+    if name == "paper":
+        if "steps" not in paper:
+            raise BadInput(f"budget protocol 'paper': configs/budgets.yaml gives no paper steps for {algorithm}")
+        steps = int(paper["steps"])
+        if paper.get("batch") and entry.get("batch_key"):
+            overrides[str(entry["batch_key"])] = int(paper["batch"])
+    elif name.startswith("equal-steps="):
+        try:
+            steps = int(name.split("=", 1)[1])
+        except ValueError:
+            steps = 0
+        if steps < 1:
+            raise BadInput(f"bad budget protocol '{protocol}': equal-steps needs a positive integer, e.g. equal-steps=2000")
+    else:
+        table = (budgets.get("protocols") or {}).get(name)
+        if table is None:
+            raise BadInput(f"unknown budget protocol '{protocol}': choose {', '.join(protocol_names(budgets))}")
+        if algorithm not in table:
+            raise BadInput(f"budget protocol '{name}' gives no steps for {algorithm}: add it under protocols.{name} in configs/budgets.yaml")
+        steps = int(table[algorithm])
+    overrides[str(entry["steps_key"])] = steps
+    record = {
+        "protocol": name,
+        "planned_steps": steps,
+        "steps_key": str(entry["steps_key"]),
+        "batch_key": str(entry.get("batch_key") or ""),
+        "unit": str(entry.get("unit") or ""),
+        "paper_steps": int(paper["steps"]) if paper.get("steps") else None,
+        "paper_batch": int(paper["batch"]) if paper.get("batch") else None,
+        "paper_source": str(paper.get("source") or ""),
+        "eval_points": int(budgets.get("eval_points") or 0),
+        "log_points": int(budgets.get("log_points") or 0),
+        "cap_key": str(budgets.get("cap_key") or ""),
+    }
+    return overrides, record
+
+
 def expand(config: SweepConfig) -> list[CellSpec]:
     """The grid's cells in a stable order (task, algorithm, threshold, seed); names validated."""
     if not config.algorithms:
@@ -134,6 +214,7 @@ def expand(config: SweepConfig) -> list[CellSpec]:
     if not config.seeds:
         raise BadInput("the sweep has no seeds")
     paths = {name: algorithm_path(name) for name in config.algorithms}
+    budgets = load_budgets(config.budgets_file) if config.budget else {}
     cells = []
     for task_name in task_names(config.tasks):
         task = get_task(task_name)
@@ -141,6 +222,16 @@ def expand(config: SweepConfig) -> list[CellSpec]:
         thresholds = [float(k) for k in config.thresholds] or list(task.thresholds)
         for algo in config.algorithms:
             overrides = {**config.overrides.get("all", {}), **config.overrides.get(algo, {})}
+            budget: dict[str, Any] = {}
+            if config.budget:
+                budget_overrides, budget = budget_for(config.budget, algo.strip().lower(), budgets)
+                clash = sorted(set(budget_overrides) & set(overrides))
+                if clash:
+                    raise BadInput(
+                        f"the sweep's budget protocol '{config.budget}' sets {', '.join(clash)} of {algo}; "
+                        "remove it from the overrides (or drop `budget:` to set budgets by hand)"
+                    )
+                overrides.update(budget_overrides)
             for threshold in thresholds:
                 for seed in config.seeds:
                     cells.append(
@@ -156,6 +247,7 @@ def expand(config: SweepConfig) -> list[CellSpec]:
                             device=config.device,
                             overrides=tuple(sorted(overrides.items())),
                             algorithm_path=paths[algo],
+                            budget=tuple(sorted(budget.items())),
                         )
                     )
     return cells

@@ -13,6 +13,7 @@ import bench  # noqa: F401
 from bench import report, stats
 from bench import results as store
 from bench.cli import app, main
+from bench.errors import BadInput
 
 runner = CliRunner()
 
@@ -44,8 +45,10 @@ def hand_cells() -> pd.DataFrame:
 
 def test_table_marks_safe_unsafe_best_and_suite_averages():
     table = report.comparison_table(hand_cells())
-    assert table.methods == ["presa", "bc-safe", "cdt"]  # PreSa first, then alphabetical
-    assert [r.label for r in table.rows] == ["BallRun", "BallCircle", "Bullet-Safety-Gym Average", "PointGoal1", "Safety-Gymnasium Average"]
+    assert table.methods == ["presa", "bc-safe", "cdt"]  # the reference (presa) first, then alphabetical
+    # cdt has no PointGoal1 cell: the Safety-Gymnasium average is over the tasks EVERY method has (none)
+    assert [r.label for r in table.rows] == [
+        "BallRun", "BallCircle", "Bullet-Safety-Gym Average", "PointGoal1", "Safety-Gymnasium Average (0 of 1 tasks)"]
     run = table.row("BallRun").entries
     assert run["presa"].safe and run["presa"].best and run["presa"].reward == pytest.approx(0.6)
     assert run["bc-safe"].safe and not run["bc-safe"].best
@@ -59,6 +62,24 @@ def test_table_marks_safe_unsafe_best_and_suite_averages():
     assert avg["presa"].best  # 0.65 > bc-safe 0.45, cdt unsafe
     goal = table.row("PointGoal1").entries
     assert not any(e.safe or e.best for e in goal.values()) and "cdt" not in goal
+    assert table.row("Safety-Gymnasium Average (0 of 1 tasks)").entries == {}
+    assert any("left out: PointGoal1 (missing: cdt)" in note for note in table.footnotes)
+
+
+def test_suite_average_is_over_the_tasks_every_method_has():
+    cells = hand_cells()
+    # drop bc-safe's BallRun cells: the Bullet average of EVERY method must then be BallCircle alone
+    cells = cells[~((cells["task"] == "BallRun") & (cells["algorithm"] == "bc-safe"))]
+    table = report.comparison_table(cells)
+    avg = table.row("Bullet-Safety-Gym Average (1 of 2 tasks)").entries
+    assert avg["presa"].reward == pytest.approx(0.70) and avg["presa"].cost == pytest.approx(1.20)  # not (0.6 + 0.7) / 2
+    assert avg["cdt"].reward == pytest.approx(0.30)
+    assert "bc-safe" not in table.row("BallRun").entries
+    md = report.markdown_table(table)
+    run_line = next(line for line in md.splitlines() if line.startswith("| BallRun"))
+    assert run_line.count("missing") == 2  # bc-safe's reward and cost cells say so
+    agg, tasks = report.aggregates(cells, reps=100)
+    assert tasks == ["BallCircle"]
 
 
 def test_markdown_latex_and_summary_carry_the_marks():
@@ -66,15 +87,14 @@ def test_markdown_latex_and_summary_carry_the_marks():
     md = report.markdown_table(table)
     run_line = next(line for line in md.splitlines() if line.startswith("| BallRun"))
     assert "***0.60***" in run_line and "**0.50**" in run_line and 'color:gray">0.90<' in run_line
-    assert "| **Bullet-Safety-Gym Average** |" in md
+    assert "| **Bullet-Safety-Gym Average** |" in md and "presa budget" in md
     tex = report.latex_table(table)
     assert r"\textcolor{blue}{\textbf{0.60}}" in tex and r"\textbf{0.50}" in tex and r"\textcolor{gray}{0.90}" in tex
-    assert tex.count(r"\begin{tabular}") == 1 and r"\bottomrule" in tex and "bc-safe" in tex
+    assert tex.count(r"\begin{tabular}") == 1 and r"\bottomrule" in tex and "bc-safe" in tex and "Budget" in tex
     summary = report.summary_text(table)
     assert "presa: safe on 1/3 tasks; best safe reward on 1 (BallRun)" in summary
     assert "bc-safe: safe on 2/3 tasks; best safe reward on 1 (BallCircle)" in summary
     assert "cdt: safe on 1/2 tasks; best safe reward on 0" in summary
-    assert "Safety-Gymnasium Average: no method is safe on average" in summary
 
 
 def test_iqm_and_trimmed_mean_hand_cases():
@@ -111,39 +131,159 @@ def test_bootstrap_is_stratified_seeded_and_covers_the_point():
         stats.stratified_bootstrap_ci(x, "median")
 
 
-def test_aggregates_over_common_tasks():
+def test_aggregates_over_common_tasks_with_safety_and_reference():
     agg, tasks = report.aggregates(hand_cells(), reps=200)
     assert tasks == ["BallCircle", "BallRun"]  # cdt did not run PointGoal1
-    presa = agg.set_index("method").loc["presa"]
-    assert presa["iqm_reward"] == pytest.approx(0.65)
-    cdt = agg.set_index("method").loc["cdt"]
+    by = agg.set_index("method")
+    assert by.loc["presa", "iqm_reward"] == pytest.approx(0.65)
     # PreSa's reward beats cdt on BallCircle (0.70 vs 0.30: all pairs) and loses on BallRun (0.60 vs 0.90)
-    assert cdt["p_presa_better_reward"] == pytest.approx(0.5)
-    assert np.isnan(presa["p_presa_better_reward"])
+    assert by.loc["cdt", "p_ref_higher_reward"] == pytest.approx(0.5) and by.loc["cdt", "reference"] == "presa"
+    assert np.isnan(by.loc["presa", "p_ref_higher_reward"])
+    # safe runs (normalized cost <= 1): presa BallRun 0.75/0.85 (4 of 4), BallCircle 1.15/1.25 (0 of 4)
+    assert by.loc["presa", "safe_share"] == pytest.approx(0.5)
+    assert by.loc["presa", "reward_if_safe"] == pytest.approx(0.60)  # the BallRun runs only
+    # cdt: BallCircle 0.95 / 1.05 -> 2 of 4 safe; BallRun 1.45 / 1.55 -> none
+    assert by.loc["cdt", "safe_share"] == pytest.approx(2 / 8)
+    assert by.loc["cdt", "iqm_cost_low"] <= by.loc["cdt", "iqm_cost"] <= by.loc["cdt", "iqm_cost_high"]
+    # any method can be the reference
+    agg_b, _ = report.aggregates(hand_cells(), reference="bc-safe", reps=100)
+    by_b = agg_b.set_index("method")
+    assert agg_b["method"].iloc[0] == "bc-safe" and set(by_b["reference"]) == {"bc-safe"}
+    # cdt: BallRun all 16 pairs lower; BallCircle 0.85/0.95 vs 0.95/1.05: 12 to 14 of 16 (0.95 vs 0.95 in floats)
+    assert 0.5 + 12 / 32 - 1e-9 <= by_b.loc["cdt", "p_ref_lower_cost"] <= 0.5 + 14 / 32 + 1e-9
+    assert by_b.loc["presa", "p_ref_lower_cost"] == pytest.approx(1.0)
+    assert np.isnan(by_b.loc["bc-safe", "p_ref_lower_cost"])
+    assert not any(c.startswith("p_presa") for c in agg_b.columns)
 
 
-def write_store(tmp_path, cells: pd.DataFrame) -> None:
+#: A budget record as a sweep stores it (bench.sweep.budget_for), per method.
+BUDGETS = {
+    "presa": dict(steps_key="train_steps", batch_key="batch_size", unit="pairs", paper_steps=100_000, paper_batch=96,
+                  paper_source="TraC"),
+    "bc-safe": dict(steps_key="update_steps", batch_key="batch_size", unit="transitions", paper_steps=100_000,
+                    paper_batch=512, paper_source="OSRL"),
+    "cdt": dict(steps_key="update_steps", batch_key="batch_size", unit="sequences", paper_steps=100_000,
+                paper_batch=2048, paper_source="OSRL"),
+}
+PLANNED = {"presa": 2000, "bc-safe": 3000, "cdt": 2000}
+
+
+def write_store(results, cells: pd.DataFrame, profile: str = "smoke", protocol: str = "bullet", shift: float = 0.0,
+                feedback: str | None = None) -> None:
+    """Store hand-made cells through the real writer, with budgets as a sweep records them: cdt is
+    capped on CPU (1,000 of 2,000 steps, batch 64 of 2,048, with the trainer's note)."""
     for cell in cells.to_dict("records"):
-        key = store.CellKey(cell["task"], cell["algorithm"], cell["threshold"], cell["seed"], "smoke")
-        episodes = [dict(checkpoint="final", episode=i, episode_seed=i, length=100, normalized_reward=cell["normalized_reward"],
-                         normalized_cost=cell["normalized_cost"], **{"return": 1.0, "cost": 1.0}) for i in range(2)]
-        curve = [dict(step=s, normalized_reward=cell["normalized_reward"] * s / 100, normalized_cost=1.0, **{"train/lambda": s / 50})
-                 for s in (50, 100)]
-        store.write_cell(tmp_path, store.CellRecord(key, cell["suite"], {}, "h", episodes, curve))
+        method = cell["algorithm"]
+        tag = feedback or ("q10000" if method == "presa" else "none")
+        key = store.CellKey(cell["task"], method, cell["threshold"], cell["seed"], profile, tag, protocol)
+        capped = method == "cdt"
+        steps = 1000 if capped else PLANNED[method]
+        info = {"planned_steps": PLANNED[method], "budget_reduced_for_cpu": capped}
+        if capped:
+            info.update(batch_size=64, budget_note="cdt: 2000 steps need a GPU; running 1000 steps on CPU")
+        config = {"algorithm_config": {"batch_size": 32 if method == "presa" else (2048 if capped else 512)},
+                  "budget": {"protocol": protocol, "planned_steps": PLANNED[method], **BUDGETS[method]}}
+        r, c = cell["normalized_reward"] + shift, cell["normalized_cost"]
+        episodes = [dict(checkpoint=kind, episode=i, episode_seed=i, length=100, normalized_reward=r - (0.1 if kind == "best" else 0),
+                         normalized_cost=c, **{"return": 1.0, "cost": 1.0}) for kind in ("final", "best") for i in range(2)]
+        curve = [dict(step=s, normalized_reward=r * s / steps, normalized_cost=c, **{"train/lambda": s / 50})
+                 for s in range(steps // 5, steps + 1, steps // 5)]
+        store.write_cell(results, store.CellRecord(key, cell["suite"], config, "h", episodes, curve, steps=steps,
+                                                   info=info, dataset_path="/data/dsrl/x.hdf5", dataset_hash="d1"))
 
 
-def test_report_command_writes_tables_plots_and_prints(tmp_path):
+def test_report_command_writes_tables_plots_and_budgets(tmp_path):
     write_store(tmp_path / "res", hand_cells())
     out = tmp_path / "out"
     result = runner.invoke(app, ["report", "--results", str(tmp_path / "res"), "--out", str(out), "--reps", "200"])
     assert result.exit_code == 0, result.output
     assert "Bullet-Safety-Gym Average" in result.output and "IQM" in result.output and "safe on 1/3" in result.output
+    assert "Budget protocol bullet" in result.output and "safe runs" in result.output
     for name in ("table.md", "table.tex", "summary.txt", "aggregates.csv", "cells.csv"):
         assert (out / name).stat().st_size > 0
-    for plot in ("reward_vs_cost", "method_bars", "learning_curves", "aggregates"):
+    for plot in ("reward_vs_cost", "threshold_bars", "learning_curves", "performance_profiles", "aggregates"):
         for ext in ("png", "pdf"):
             assert (out / f"{plot}.{ext}").stat().st_size > 5000, plot
-    assert "***0.60***" in (out / "table.md").read_text()
+    md = (out / "table.md").read_text()
+    assert "***0.60***" in md and "Budget protocol bullet" in md
+    run_line = next(line for line in md.splitlines() if line.startswith("| BallRun"))
+    # steps x batch (share of the published steps x batch), dagger = capped
+    assert "2,000×32 (0.67%)" in run_line and "3,000×512 (3%)" in run_line and "1,000×64 (0.031%)†" in run_line
+    assert "† cdt (8 cells): cdt: 2000 steps need a GPU; running 1000 steps on CPU" in md
+    assert "Published budgets: presa 100,000×96 pairs [TraC]" in md
+    cells = pd.read_csv(out / "cells.csv")
+    assert set(cells["checkpoint"]) == {"final", "best"} and {"batch", "paper_share", "capped", "budget"} <= set(cells.columns)
+
+
+def test_two_profiles_in_one_store_give_two_tables_never_one_average(tmp_path):
+    res = tmp_path / "res"
+    write_store(res, hand_cells(), profile="smoke")
+    write_store(res, hand_cells(), profile="quick", shift=0.2)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["report", "--results", str(res), "--out", str(out), "--reps", "100", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "2 tables" in result.output and "--where profile=quick" in result.output and "--where profile=smoke" in result.output
+    built = report.build_report(res, out, reps=100, plots=False)
+    by_profile = {g.group.profile: g.table for g in built.groups}
+    assert sorted(by_profile) == ["quick", "smoke"]
+    assert by_profile["smoke"].row("BallRun").entries["presa"].reward == pytest.approx(0.60)
+    assert by_profile["quick"].row("BallRun").entries["presa"].reward == pytest.approx(0.80)  # never (0.6 + 0.8) / 2
+    index = (out / "index.md").read_text()
+    assert index.count("--where profile=") == 2
+    assert all((g.out_dir / "table.md").is_file() for g in built.groups)
+    # --where selects one: one table, that profile's numbers
+    one = report.build_report(res, tmp_path / "one", reps=100, plots=False, where=["profile=quick"])
+    assert len(one.groups) == 1 and one.table.row("BallRun").entries["presa"].reward == pytest.approx(0.80)
+    with pytest.raises(BadInput, match="mix profiles"):
+        report.comparison_table(report.cell_scores(store.load_results(res)))
+
+
+def test_protocols_and_feedback_settings_split_tables_and_no_feedback_methods_join_each(tmp_path):
+    res = tmp_path / "res"
+    cells = hand_cells()
+    write_store(res, cells, protocol="bullet")
+    write_store(res, cells, protocol="equal-steps=2000")
+    # a second feedback setting of presa under the bullet protocol
+    write_store(res, cells[cells["algorithm"] == "presa"], protocol="bullet", feedback="q2000", shift=0.1)
+    built = report.build_report(res, tmp_path / "out", reps=100, plots=False)
+    keys = sorted((g.group.budget, g.group.feedback) for g in built.groups)
+    assert keys == [("bullet", "q10000"), ("bullet", "q2000"), ("equal-steps=2000", "q10000")]
+    for g in built.groups:  # the methods without feedback (bc-safe, cdt) are in every table
+        assert g.table.methods == ["presa", "bc-safe", "cdt"]
+        assert "feedback " + g.group.feedback in g.table.header()
+    q2000 = next(g for g in built.groups if g.group.feedback == "q2000")
+    assert q2000.table.row("BallRun").entries["presa"].reward == pytest.approx(0.70)
+    equal = next(g for g in built.groups if g.group.budget.startswith("equal"))
+    assert "2,000 gradient steps for every method" in equal.table.header()
+
+
+def test_reference_option_and_checkpoint_labels(tmp_path):
+    res = tmp_path / "res"
+    write_store(res, hand_cells())
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["report", "--results", str(res), "--out", str(out), "--reps", "100", "--no-plots",
+                                 "--reference", "bc-safe"])
+    assert result.exit_code == 0, result.output
+    assert "P(bc-safe reward higher)" in result.output and "P(presa" not in result.output
+    agg = pd.read_csv(out / "aggregates.csv")
+    assert agg["method"].iloc[0] == "bc-safe" and "p_ref_lower_cost" in agg
+    best = report.build_report(res, tmp_path / "best", checkpoint="best", reps=100, plots=False)
+    assert "online-selected best checkpoint" in best.table.header()
+    assert best.table.row("BallRun").entries["presa"].reward == pytest.approx(0.50)  # the best episodes: 0.1 lower
+    assert "final checkpoint" in report.build_report(res, tmp_path / "final", reps=100, plots=False).table.header()
+
+
+def test_report_bad_where_and_reference_exit_2(tmp_path, capsys):
+    write_store(tmp_path, hand_cells())
+    for argv, message in (
+        (["--where", "colour=red"], "unknown --where key 'colour'"),
+        (["--where", "profile"], "bad --where 'profile'"),
+        (["--where", "profile=paper"], "no cells match --where profile=paper"),
+        (["--reference", "nope"], "--reference nope has no cells here"),
+    ):
+        code = main(["report", "--results", str(tmp_path), "--no-plots", "--reps", "10", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.strip().count("\n") == 0, err
 
 
 def test_learning_curve_metric_choice():
@@ -159,3 +299,19 @@ def test_report_without_results_exit_2(tmp_path, capsys):
     assert code == 2 and "no results" in err and err.strip().count("\n") == 0
     code = main(["report", "--results", str(tmp_path), "--checkpoint", "last"])
     assert code == 2
+
+
+def test_cell_budget_of_a_record_without_a_protocol_reads_the_shipped_table():
+    from bench.sweep import load_budgets
+
+    table = load_budgets()
+    b = report.cell_budget("bc-safe", 500, {"algorithm_config": {"batch_size": 512}}, {}, table)
+    assert b["budget"] == "unstated" and (b["paper_steps"], b["paper_batch"]) == (100_000, 512)
+    assert b["paper_share"] == pytest.approx(500 / 100_000) and not b["capped"]
+    # a cap recorded by the trainer: fewer steps than planned, its own note
+    capped = report.cell_budget("bcq-lag", 1000, {"algorithm_config": {"batch_size": 512}},
+                                {"planned_steps": 4000, "budget_note": "needs a GPU"}, table)
+    assert capped["capped"] and capped["cap_note"] == "needs a GPU" and capped["planned_steps"] == 4000
+    # a smaller batch than configured (CDT on CPU) is a cap too, with a note made from the record
+    cdt = report.cell_budget("cdt", 10, {"algorithm_config": {"batch_size": 2048}}, {"batch_size": 64}, table)
+    assert cdt["capped"] and cdt["batch"] == 64 and "batch 64 instead of 2048" in cdt["cap_note"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,3 +186,53 @@ def test_vectorise_defaults_to_on_for_gpu_cells_only() -> None:
     assert wants_vectorise(SweepConfig(executor="slurm", slurm={})) is False
     assert wants_vectorise(SweepConfig(executor="slurm", device="cpu", slurm={"gpus_per_node": 1})) is False
     assert wants_vectorise(SweepConfig(device="auto")) is torch.cuda.is_available()
+
+
+def _budgets(tmp_path: Path) -> Path:
+    path = tmp_path / "budgets.yaml"
+    path.write_text(
+        "eval_points: 4\nlog_points: 8\ncap_key: cpu_max_steps\n"
+        "algorithms:\n  linear-bc:\n    steps_key: steps\n    unit: transitions\n"
+        "    paper: {steps: 1000, batch: 256, source: test}\n"
+        "protocols:\n  tiny: {linear-bc: 40}\n"
+    )
+    return path
+
+
+def test_budget_protocol_sets_steps_states_itself_and_spreads_evaluations(sim_dataset_path, tmp_path):
+    from bench.runner import resolve
+
+    budgets = str(_budgets(tmp_path))
+    for protocol, steps in (("tiny", 40), ("equal-steps=120", 120), ("paper", 1000)):
+        cells = sweeps.expand(grid(sim_dataset_path, budget=protocol, budgets_file=budgets, thresholds=[10.0], seeds=[0]))
+        cell = resolve(cells[0])
+        assert cell.config["algorithm_config"]["steps"] == steps
+        assert cell.config["budget"]["protocol"] == protocol and cell.config["budget"]["planned_steps"] == steps
+        assert cell.config["budget"]["paper_steps"] == 1000 and cell.config["budget"]["paper_batch"] == 256
+        # evaluations and logs spread over the budget (4 and 8 per run), whatever the profile says
+        assert cell.profile.eval_every == steps // 4 and cell.profile.log_every == steps // 8
+        assert cell.key.cell_id.endswith("__b-" + protocol.replace("=", "-"))
+    plain = resolve(sweeps.expand(grid(sim_dataset_path, thresholds=[10.0], seeds=[0]))[0])
+    assert "budget" not in plain.config and not plain.key.cell_id.endswith("cpu-hour")  # no protocol: ids as before
+
+
+def test_budget_protocol_bad_inputs(sim_dataset_path, tmp_path):
+    budgets = str(_budgets(tmp_path))
+    for kw, message in (
+        (dict(budget="nope"), "unknown budget protocol 'nope': choose paper, equal-steps=N, tiny"),
+        (dict(budget="equal-steps=x"), "equal-steps needs a positive integer"),
+        (dict(budget="tiny", overrides={"linear-bc": {"steps": 5}}), "sets steps of linear-bc; remove it"),
+        (dict(budget="tiny", algorithms=["linear-bc", "linear-bc-fb"]), "linear-bc-fb has no entry in configs/budgets.yaml"),
+    ):
+        with pytest.raises(BadInput, match=re.escape(message)):
+            sweeps.expand(grid(sim_dataset_path, budgets_file=budgets, **kw))
+
+
+def test_shipped_budget_table_covers_every_registered_algorithm():
+    from bench.algorithms import algorithm_names
+
+    budgets = sweeps.load_budgets()
+    for name in (n for n in algorithm_names() if n not in _sim_data.TEST_ALGORITHMS):
+        for protocol in ("paper", "equal-steps=100", *budgets["protocols"]):
+            overrides, record = sweeps.budget_for(protocol, name, budgets)
+            assert record["paper_steps"] and overrides[record["steps_key"]] == record["planned_steps"] > 0

@@ -39,6 +39,11 @@ def register(app: typer.Typer) -> None:
         thresholds: Optional[list[str]] = typer.Option(None, "--thresholds", help="Cost thresholds (default: each task's three)."),
         seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds (default 0,10,20)."),
         profile: Optional[str] = typer.Option(None, "--profile", help="smoke, quick or paper."),
+        budget: Optional[str] = typer.Option(
+            None, "--budget",
+            help="Budget protocol, stated in every record and report: paper, equal-steps=N, or a named "
+            "table of configs/budgets.yaml (bullet, cpu-hour).",
+        ),
         dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset directory (DSRL naming) or file."),
         results: Path = typer.Option(Path("results"), "--results", help="Result store directory."),
         executor: Optional[str] = typer.Option(None, "--executor", help="local (process pool), slurm, or submitit-local."),
@@ -83,7 +88,7 @@ def register(app: typer.Typer) -> None:
             cfg.thresholds = _numbers(_split(thresholds), float, "--thresholds")
         if seeds:
             cfg.seeds = _numbers(_split(seeds), int, "--seeds")
-        for name, value in (("profile", profile), ("executor", executor), ("workers", workers), ("num_queries", num_queries), ("device", device), ("vectorise", vectorise), ("ensemble_size", ensemble_size)):
+        for name, value in (("profile", profile), ("executor", executor), ("workers", workers), ("num_queries", num_queries), ("device", device), ("vectorise", vectorise), ("ensemble_size", ensemble_size), ("budget", budget)):
             if value is not None:
                 setattr(cfg, name, value)
         if dataset is not None:
@@ -116,7 +121,8 @@ def register(app: typer.Typer) -> None:
             out.print(f"{len(prepared.planned)} cells, {len(prepared.planned) - len(prepared.todo)} done")
             return
         total = len(prepared.planned)
-        out.print(f"sweep: {total} cells ({cfg.profile} profile, {cfg.executor} executor) -> {results}")
+        stated = f", budget {cfg.budget}" if cfg.budget else ", budget unstated (each method's defaults)"
+        out.print(f"sweep: {total} cells ({cfg.profile} profile{stated}, {cfg.executor} executor) -> {results}")
         progress = Progress(
             TextColumn("[bold]cells"),
             BarColumn(),
