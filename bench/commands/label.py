@@ -120,7 +120,7 @@ def serve_cmd(
         frames.prepare(store.upcoming(LOOKAHEAD))
         context = Context(
             task=t.name, threshold=kappa, segment_length=int(length), episode_length=int(t.episode_length),
-            budget=float(kappa) * length / t.episode_length, dataset=str(ds.path), rules=geometry.describe(),
+            budget=float(kappa) * length / t.episode_length, dataset=str(ds.path), rules=geometry.describe(), view=frames.view_name,
         )
         holder["app"] = create_app(store, frames, context)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
