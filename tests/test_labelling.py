@@ -428,3 +428,21 @@ def test_a_file_without_seeds_keeps_the_path_view(sim_dataset, tmp_path):
     data, view = frames.render_segment(3, 10, 20)
     assert view == VIEW_PATH
     frames.close()
+
+
+def test_the_page_says_which_view_it_shows(sim_dataset, tmp_path):
+    from bench.data import load_dataset
+    from bench.labelling.app import VIEW_PATH, VIEW_REPLAY, Context, FrameCache, create_app
+
+    geometry = render.geometry_for(BALLRUN)
+    for ds, expected, other in ((load_dataset(_replayable_file(tmp_path / "seeded.hdf5", episodes=1), BALLRUN), VIEW_REPLAY, VIEW_PATH),
+                                (sim_dataset, VIEW_PATH, VIEW_REPLAY)):
+        frames = FrameCache(tmp_path / "cache", ds, geometry, dataset_hash(ds))
+        length, pe, ps, se, ss = sample_queries(ds, 0, FeedbackSettings(num_queries=2, num_safety_labels=1, segment_length=20), BALLRUN)
+        store = LabelStore(tmp_path / f"{expected[:3]}.csv", _header(ds, num_queries=2, num_safety_labels=1), build_queries(pe, ps, se, ss, length), "alice")
+        context = Context(task="BallRun", threshold=20.0, segment_length=length, episode_length=BALLRUN.episode_length,
+                          budget=1.0, dataset=str(ds.path), rules=geometry.describe(), view=frames.view_name)
+        page = create_app(store, frames, context).test_client().get("/").get_data(as_text=True)
+        assert f"View: {expected}." in page and other not in page
+        store.close()
+        frames.close()

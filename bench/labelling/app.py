@@ -1,5 +1,7 @@
 """The labelling page: a Flask app over a `LabelStore`, with a background pool that renders the
-next questions' animations before they are asked (off the request path) into a disk cache.
+next questions' animations before they are asked (off the request path) into a disk cache: a
+simulator replay checked against the stored observations where the file records episode seeds
+(bench/labelling/replay.py), else the top-down path (bench/labelling/render.py).
 
 Routes: ``/`` the page; ``/api/state`` the current question and progress; ``/api/answer``
 (POST ``{"id", "answer"}``) and ``/api/undo`` (POST) change the store and return the new state;

@@ -1,8 +1,11 @@
-"""What a person sees of a segment: a faithful top-down animation drawn from the observations.
+"""What a person sees of a segment when it cannot be replayed: a faithful top-down animation
+drawn from the observations.
 
-The shipped datasets record no environment seeds, so an episode cannot be replayed in the
-simulator. But in Bullet-Safety-Gym the observation starts with the agent's own state, which holds
-its scaled position and velocity (bullet_safety_gym/envs/agents.py, ``agent_specific_observation``):
+Files with per-episode seeds (a ``replay`` group, from `presa-bench data collect`) are shown as
+simulator frames instead (bench/labelling/replay.py). For the others (DSRL's files, the shipped
+BallCircle and BallRun) an episode cannot be replayed in the simulator. But in Bullet-Safety-Gym
+the observation starts with the agent's own state, which holds its scaled position and velocity
+(bullet_safety_gym/envs/agents.py, ``agent_specific_observation``):
 
 ==========  ===========================  ==============================  =================
 agent       x, y                         vx, vy                          speed limit (Run)
