@@ -326,3 +326,126 @@ def test_feedback_info_shows_the_agreement_of_an_imported_two_annotator_file(sim
     assert "agreement alice / bob (pairs)" in text and "2 shared, agree 0.5" in text
     assert "agreement alice / bob (safety)" in text and "Cohen's kappa" in text
     assert "annotator bob" in text and "2 pairs, 2 safety labels" in text
+
+
+# ---- simulator replay where the file records seeds -------------------------------------------------
+
+
+def _replayable_file(path: Path, episodes: int = 2, tamper: bool = False) -> Path:
+    """A tiny collected-style BallRun file with a ``replay`` group: each episode rolled out in a
+    fresh simulator from `reset_for_replay` (as bench.collect does); ``tamper`` changes one stored
+    observation inside the segment the test renders."""
+    from bench.collect import REPLAY_GROUP, STEP_KEYS, reset_for_replay
+    from bench.data import write_dsrl_hdf5
+    from bench.envs import make_env
+
+    rng = np.random.default_rng(1)
+    out: dict[str, list] = {k: [] for k in STEP_KEYS}
+    seeds, starts = [], []
+    for ep in range(episodes):
+        env = make_env(BALLRUN)
+        seed = 777 + ep
+        seeds.append(seed)
+        starts.append(len(out["rewards"]))
+        obs, done = reset_for_replay(env, seed), False
+        while not done:
+            action = np.clip(0.4 + 0.5 * rng.standard_normal(2), -1, 1).astype(np.float32)
+            nxt, r, terminated, truncated, info = env.step(action.astype(np.float64))
+            for key, value in zip(STEP_KEYS, (obs, nxt, action, r, info.get("cost", 0.0), terminated, truncated and not terminated)):
+                out[key].append(value)
+            obs, done = nxt, terminated or truncated
+        env.close()
+    arrays = {k: np.asarray(v) for k, v in out.items()}
+    if tamper:
+        arrays["observations"][starts[1] + 12, 0] += 0.01  # episode 1, step 12 (inside the segment at 10..30)
+    groups = {REPLAY_GROUP: {"episode_seed": np.array(seeds, np.int64), "episode_start": np.array(starts, np.int64)}}
+    return write_dsrl_hdf5(path, arrays, groups=groups)
+
+
+def test_segments_of_a_file_with_seeds_are_replayed_in_the_simulator_and_checked(tmp_path):
+    import io
+
+    from bench.data import load_dataset
+    from bench.labelling import replay
+    from bench.labelling.app import VIEW_PATH, VIEW_REPLAY, FrameCache
+
+    geometry = render.geometry_for(BALLRUN)
+    ds = load_dataset(_replayable_file(tmp_path / "good.hdf5"), BALLRUN)
+    frames = FrameCache(tmp_path / "cache", ds, geometry, dataset_hash(ds))
+    assert frames.view_name == VIEW_REPLAY
+    data, view = frames.render_segment(1, 10, 20)
+    assert view == VIEW_REPLAY and not frames.mismatches
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "GIF" and image.n_frames == 21
+    assert image.size == (replay.FRAME_WIDTH, replay.FRAME_HEIGHT + replay.TOP)
+    # the frames are the simulator's: the (black and white) ball at the centre, where the camera
+    # follows it (the blue/white floor and brown walls have no near-black pixels), and the view moves
+    shots = []
+    for k in (0, 20):
+        image.seek(k)
+        shots.append(np.asarray(image.convert("RGB"))[replay.TOP:].astype(int))
+    h, w = replay.FRAME_HEIGHT, replay.FRAME_WIDTH
+    for shot in shots:
+        assert shot.shape == (h, w, 3)
+        centre, border = shot[h // 2 - 25:h // 2 + 25, w // 2 - 25:w // 2 + 25], shot[:30]
+        assert (centre.max(axis=-1) < 40).sum() > 20 and (border.max(axis=-1) < 40).sum() == 0
+    assert np.abs(shots[0] - shots[1]).mean() > 1.0
+    # through the pool and the disk cache
+    path = frames.get(1, 10, 20)
+    assert path.is_file() and "-replay-" in path.name and Image.open(path).n_frames == 21
+    frames.close()
+    # the raw replay: 21 frames, and the stored observations reproduced well within the tolerance
+    first_step = int(ds.episodes.starts[1])
+    sl = slice(first_step, first_step + 30)
+    shots, worst = replay.replay_segment(BALLRUN, 778, ds.observations[sl], ds.next_observations[sl], ds.actions[sl], 10, 20)
+    assert len(shots) == 21 and worst < replay.TOLERANCE
+    with pytest.raises(replay.ReplayMismatch):  # a wrong seed does not reproduce the episode
+        replay.replay_segment(BALLRUN, 779, ds.observations[sl], ds.next_observations[sl], ds.actions[sl], 10, 20)
+
+
+def test_a_tampered_observation_falls_back_to_the_path_view_and_says_so(tmp_path):
+    import io
+
+    from bench.data import load_dataset
+    from bench.labelling.app import VIEW_PATH, VIEW_REPLAY, FrameCache
+
+    geometry = render.geometry_for(BALLRUN)
+    ds = load_dataset(_replayable_file(tmp_path / "tampered.hdf5", tamper=True), BALLRUN)
+    frames = FrameCache(tmp_path / "cache", ds, geometry, dataset_hash(ds))
+    assert frames.view_name == VIEW_REPLAY  # the file has seeds ...
+    data, view = frames.render_segment(0, 10, 20)
+    assert view == VIEW_REPLAY  # ... episode 0 is untouched
+    data, view = frames.render_segment(1, 10, 20)
+    assert view == VIEW_PATH and "episode step 12" in frames.mismatches[(1, 10)]
+    image = Image.open(io.BytesIO(data))
+    view_size = render.View.of(geometry, ds.observations).size
+    assert image.n_frames == 21 and image.size[0] == view_size[0] and image.size[1] > view_size[1]  # the note strip on top
+    frames.close()
+
+
+def test_a_file_without_seeds_keeps_the_path_view(sim_dataset, tmp_path):
+    from bench.labelling.app import VIEW_PATH, FrameCache
+
+    frames = FrameCache(tmp_path / "cache", sim_dataset, render.geometry_for(BALLRUN), dataset_hash(sim_dataset))
+    assert frames.replay_index is None and frames.view_name == VIEW_PATH
+    data, view = frames.render_segment(3, 10, 20)
+    assert view == VIEW_PATH
+    frames.close()
+
+
+def test_the_page_says_which_view_it_shows(sim_dataset, tmp_path):
+    from bench.data import load_dataset
+    from bench.labelling.app import VIEW_PATH, VIEW_REPLAY, Context, FrameCache, create_app
+
+    geometry = render.geometry_for(BALLRUN)
+    for ds, expected, other in ((load_dataset(_replayable_file(tmp_path / "seeded.hdf5", episodes=1), BALLRUN), VIEW_REPLAY, VIEW_PATH),
+                                (sim_dataset, VIEW_PATH, VIEW_REPLAY)):
+        frames = FrameCache(tmp_path / "cache", ds, geometry, dataset_hash(ds))
+        length, pe, ps, se, ss = sample_queries(ds, 0, FeedbackSettings(num_queries=2, num_safety_labels=1, segment_length=20), BALLRUN)
+        store = LabelStore(tmp_path / f"{expected[:3]}.csv", _header(ds, num_queries=2, num_safety_labels=1), build_queries(pe, ps, se, ss, length), "alice")
+        context = Context(task="BallRun", threshold=20.0, segment_length=length, episode_length=BALLRUN.episode_length,
+                          budget=1.0, dataset=str(ds.path), rules=geometry.describe(), view=frames.view_name)
+        page = create_app(store, frames, context).test_client().get("/").get_data(as_text=True)
+        assert f"View: {expected}." in page and other not in page
+        store.close()
+        frames.close()

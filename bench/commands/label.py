@@ -120,7 +120,7 @@ def serve_cmd(
         frames.prepare(store.upcoming(LOOKAHEAD))
         context = Context(
             task=t.name, threshold=kappa, segment_length=int(length), episode_length=int(t.episode_length),
-            budget=float(kappa) * length / t.episode_length, dataset=str(ds.path), rules=geometry.describe(),
+            budget=float(kappa) * length / t.episode_length, dataset=str(ds.path), rules=geometry.describe(), view=frames.view_name,
         )
         holder["app"] = create_app(store, frames, context)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -129,6 +129,7 @@ def serve_cmd(
             f"{t.name}, threshold {kappa:g}: {len(store.queries)} questions, {store.answered()} answered by {who}; "
             f"saving to {path}"
         )
+        console().print(f"pictures: {frames.view_name}")
         if host not in ("127.0.0.1", "localhost", "::1"):
             console().print(f"[yellow]listening on {host}: anyone who can reach it can answer (the page has no login)[/yellow]")
         typer.echo(f"labelling page: http://{url_host}:{server.port}/  (Ctrl-C stops; every answer is already saved)", nl=True)

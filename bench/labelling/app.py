@@ -1,5 +1,7 @@
 """The labelling page: a Flask app over a `LabelStore`, with a background pool that renders the
-next questions' animations before they are asked (off the request path) into a disk cache.
+next questions' animations before they are asked (off the request path) into a disk cache: a
+simulator replay checked against the stored observations where the file records episode seeds
+(bench/labelling/replay.py), else the top-down path (bench/labelling/render.py).
 
 Routes: ``/`` the page; ``/api/state`` the current question and progress; ``/api/answer``
 (POST ``{"id", "answer"}``) and ``/api/undo`` (POST) change the store and return the new state;
@@ -8,6 +10,7 @@ Routes: ``/`` the page; ``/api/state`` the current question and progress; ``/api
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +21,14 @@ import numpy as np
 
 from bench.errors import BadInput
 from bench.labelling import render
+from bench.labelling import replay as replay_mod
 from bench.labelling.store import LabelStore, Query
+
+log = logging.getLogger(__name__)
+
+#: What the page says it shows.
+VIEW_REPLAY = "simulator replay, checked against the stored observations"
+VIEW_PATH = "top-down path from the observations"
 
 #: How many questions ahead of the current one the pool renders.
 LOOKAHEAD = 6
@@ -35,15 +45,26 @@ class Context:
     budget: float
     dataset: str
     rules: dict[str, str]
+    view: str = VIEW_PATH
 
 
 class FrameCache:
-    """Segment animations as GIF files under ``directory`` (per dataset hash), rendered by a pool."""
+    """Segment animations as GIF files under ``directory`` (per dataset hash), rendered by a pool.
 
-    def __init__(self, directory: Path, dataset: Any, geometry: render.Geometry, dataset_hash: str, workers: int = 1) -> None:
+    Where the file has a ``replay`` group (``replay=True``, the default, and the group present), a
+    segment is real simulator frames of its episode replayed from the recorded seed and actions,
+    checked against the stored observations; a segment whose replay does not match falls back to
+    the top-down path (its picture and the log say so). Otherwise every segment is the path view.
+    """
+
+    def __init__(self, directory: Path, dataset: Any, geometry: render.Geometry, dataset_hash: str, workers: int = 1, replay: bool = True) -> None:
         self.directory = Path(directory) / dataset_hash
         self.dataset = dataset
         self.geometry = geometry
+        self.replay_index = replay_mod.ReplayIndex.read(getattr(dataset, "path", None), dataset.episodes.starts) if replay else None
+        self.view_name = VIEW_REPLAY if self.replay_index is not None else VIEW_PATH
+        #: (episode, start) -> why its replay fell back to the path view (this process's renders)
+        self.mismatches: dict[tuple[int, int], str] = {}
         self.view = render.View.of(geometry, dataset.observations)
         self.base = render.background(geometry, self.view)
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="presa-render")
@@ -51,13 +72,36 @@ class FrameCache:
         self.lock = threading.Lock()
 
     def path(self, episode: int, start: int, length: int) -> Path:
-        return self.directory / f"{self.geometry.task}-e{episode}-s{start}-h{length}-v{render.RENDER_VERSION}.gif"
+        kind = "replay" if self.replay_index is not None else "path"
+        return self.directory / f"{self.geometry.task}-e{episode}-s{start}-h{length}-{kind}-v{render.RENDER_VERSION}.gif"
+
+    def render_segment(self, episode: int, start: int, length: int) -> tuple[bytes, str]:
+        """A segment's GIF and the view it shows: VIEW_REPLAY, or VIEW_PATH (also on a mismatch)."""
+        ds = self.dataset
+        idx = ds.segment_indices(np.array([episode]), np.array([start]), length)[0]
+        note = None
+        if self.replay_index is not None:
+            from bench.tasks import get_task
+
+            first = int(ds.episodes.starts[episode])
+            end = first + start + length
+            try:
+                frames, _ = replay_mod.replay_segment(
+                    get_task(self.geometry.task), int(self.replay_index.seeds[episode]), ds.observations[first:end],
+                    ds.next_observations[first:end], ds.actions[first:end], start, length)
+                return replay_mod.replay_gif(frames, ds.costs[idx], render.FRAME_MS, render.END_PAUSE_MS), VIEW_REPLAY
+            except replay_mod.ReplayMismatch as exc:
+                note = f"episode {episode}: {exc}"
+                log.warning("segment (episode %d, start %d): %s; showing the top-down path instead", episode, start, exc)
+                with self.lock:
+                    self.mismatches[(episode, start)] = str(exc)
+        data = render.render_gif(self.geometry, self.view, self.base, ds.observations[idx], ds.next_observations[idx], note=note)
+        return data, VIEW_PATH
 
     def _render(self, episode: int, start: int, length: int, path: Path) -> Path:
         try:
             if not path.is_file():
-                idx = self.dataset.segment_indices(np.array([episode]), np.array([start]), length)[0]
-                data = render.render_gif(self.geometry, self.view, self.base, self.dataset.observations[idx], self.dataset.next_observations[idx])
+                data, _ = self.render_segment(episode, start, length)
                 render.write_atomic_bytes(path, data)
             return path
         finally:

@@ -1,8 +1,11 @@
-"""What a person sees of a segment: a faithful top-down animation drawn from the observations.
+"""What a person sees of a segment when it cannot be replayed: a faithful top-down animation
+drawn from the observations.
 
-The shipped datasets record no environment seeds, so an episode cannot be replayed in the
-simulator. But in Bullet-Safety-Gym the observation starts with the agent's own state, which holds
-its scaled position and velocity (bullet_safety_gym/envs/agents.py, ``agent_specific_observation``):
+Files with per-episode seeds (a ``replay`` group, from `presa-bench data collect`) are shown as
+simulator frames instead (bench/labelling/replay.py). For the others (DSRL's files, the shipped
+BallCircle and BallRun) an episode cannot be replayed in the simulator. But in Bullet-Safety-Gym
+the observation starts with the agent's own state, which holds its scaled position and velocity
+(bullet_safety_gym/envs/agents.py, ``agent_specific_observation``):
 
 ==========  ===========================  ==============================  =================
 agent       x, y                         vx, vy                          speed limit (Run)
@@ -252,11 +255,25 @@ def segment_frames(geometry: Geometry, view: View, base, observations: np.ndarra
     return frames
 
 
-def render_gif(geometry: Geometry, view: View, base, observations: np.ndarray, next_observations: np.ndarray) -> bytes:
-    """An animated GIF (looping, one frame per step, a pause on the last) of one segment."""
-    from PIL import Image
+def render_gif(geometry: Geometry, view: View, base, observations: np.ndarray, next_observations: np.ndarray, note: str | None = None) -> bytes:
+    """An animated GIF (looping, one frame per step, a pause on the last) of one segment; ``note``
+    (why a simulator replay is not shown) is printed in red above every frame."""
+    from PIL import Image, ImageDraw
 
     frames = segment_frames(geometry, view, base, observations, next_observations)
+    if note:
+        font = _font(11)
+        lines = ["simulator replay did not match the stored observations: path view shown", note]
+        strip = 14 * len(lines) + 4
+        framed = []
+        for frame in frames:
+            canvas = Image.new("RGB", (frame.width, frame.height + strip), (255, 255, 255))
+            canvas.paste(frame, (0, strip))
+            draw = ImageDraw.Draw(canvas)
+            for i, line in enumerate(lines):
+                draw.text((4, 2 + 14 * i), line, fill=_BAD, font=font)
+            framed.append(canvas)
+        frames = framed
     # one palette for all frames, from the last (it holds every colour drawn): 6x faster than
     # letting the GIF writer quantise each frame on its own
     palette = frames[-1].quantize(colors=64, dither=Image.Dither.NONE)
