@@ -549,10 +549,7 @@ class EnsembleTrainer:
     # ------------------------------------------------------------------ checkpoints
     def _member_checkpoint(self, e: int) -> dict[str, Any]:
         opt = self.optimizer.state_dict()
-        opt_state = {
-            slot: {k: (v[e : e + 1].clone() if v.dim() > 0 else v.clone()) for k, v in state.items()}
-            for slot, state in opt["state"].items()
-        }
+        opt_state = _member_slots(opt, e)
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.config.to_dict(),
@@ -563,10 +560,7 @@ class EnsembleTrainer:
             "optimizer": opt_state,
             "lambda": float(self.lam[e]),
             "z0": self.z0[e : e + 1].detach().cpu().clone(),
-            "z0_optimizer": {
-                slot: {k: (v[e : e + 1].clone() if v.dim() > 0 else v.clone()) for k, v in state.items()}
-                for slot, state in self.z0_optimizer.state_dict()["state"].items()
-            },
+            "z0_optimizer": _member_slots(self.z0_optimizer.state_dict(), e),
             "s_ref": float(self.s_ref[e]),
             "s_star": float(self.s_star[e]),
             "heldout_s_star": float(self.heldout_s_star[e]),
@@ -610,27 +604,11 @@ class EnsembleTrainer:
             self.ref_heldout_safety = [s["ref_heldout_safety"].to(dev) for s in states]
             self._stack_reference()
             self.optimizer = self._new_optimizer()
-        opt = self.optimizer.state_dict()
-        opt["state"] = {
-            slot: {
-                k: (torch.cat([s["optimizer"][slot][k] for s in states]).to(dev) if v.dim() > 0 else v.clone())
-                for k, v in states[0]["optimizer"][slot].items()
-            }
-            for slot in states[0]["optimizer"]
-        }
-        self.optimizer.load_state_dict(opt)
+        _load_member_slots(self.optimizer, [s["optimizer"] for s in states], dev)
         self.lam = torch.tensor([s["lambda"] for s in states], device=dev, dtype=torch.float32)
         with torch.no_grad():
             self.z0.copy_(torch.cat([s["z0"] for s in states]).to(dev))
-        z0_opt = self.z0_optimizer.state_dict()
-        z0_opt["state"] = {
-            slot: {
-                k: (torch.cat([s["z0_optimizer"][slot][k] for s in states]).to(dev) if v.dim() > 0 else v.clone())
-                for k, v in states[0]["z0_optimizer"][slot].items()
-            }
-            for slot in states[0]["z0_optimizer"]
-        }
-        self.z0_optimizer.load_state_dict(z0_opt)
+        _load_member_slots(self.z0_optimizer, [s["z0_optimizer"] for s in states], dev)
         self.s_ref = torch.tensor([s["s_ref"] for s in states], device=dev)
         self.s_star = torch.tensor([s["s_star"] for s in states], device=dev)
         self.heldout_s_star = torch.tensor([s["heldout_s_star"] for s in states], device=dev)
@@ -646,6 +624,27 @@ class EnsembleTrainer:
             {k: torch.stack([s["interval"][k] for s in states]).to(dev) for k in states[0]["interval"]},
             int(states[0]["interval_count"]),
         )
+
+
+def _member_slots(optimizer_state: dict[str, Any], e: int) -> dict[Any, dict[str, torch.Tensor]]:
+    """Member e's rows of every Adam slot (the step counter is shared and copied)."""
+    return {
+        slot: {k: (v[e : e + 1].clone() if v.dim() > 0 else v.clone()) for k, v in state.items()}
+        for slot, state in optimizer_state["state"].items()
+    }
+
+
+def _load_member_slots(optimizer: torch.optim.Optimizer, members: list[dict[Any, dict[str, torch.Tensor]]], device: torch.device) -> None:
+    """Inverse of `_member_slots`: stack each member's slots back into one optimizer."""
+    state = optimizer.state_dict()
+    state["state"] = {
+        slot: {
+            k: (torch.cat([m[slot][k] for m in members]).to(device) if v.dim() > 0 else v.clone())
+            for k, v in members[0][slot].items()
+        }
+        for slot in members[0]
+    }
+    optimizer.load_state_dict(state)
 
 
 def _stack_padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
