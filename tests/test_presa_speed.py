@@ -70,7 +70,7 @@ def test_fused_relu_dropout_equals_plain_ops_forward_and_backward() -> None:
 
 def test_compiled_trainer_follows_the_eager_one(sim_dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     inputs = make_inputs(sim_dataset)
-    eager = PreSa().train(make_spec(sim_dataset, steps=12, warmup_steps=4), inputs)
+    eager = PreSa().train(make_spec(sim_dataset, steps=12, warmup_steps=4, attainable_steps=3), inputs)
     modes, calls, real_compile = [], [], torch.compile
 
     def spy(fn, mode=None, **kw):  # noqa: ANN001, ANN202 - torch.compile's own signature
@@ -84,8 +84,9 @@ def test_compiled_trainer_follows_the_eager_one(sim_dataset: Dataset, monkeypatc
         return counted
 
     monkeypatch.setattr(torch, "compile", spy)
-    compiled = PreSa().train(make_spec(sim_dataset, steps=12, warmup_steps=4, compile="default"), inputs)
-    assert modes == ["default"] and len(calls) == 12, "every training step must go through the compiled forward"
+    compiled = PreSa().train(make_spec(sim_dataset, steps=12, warmup_steps=4, attainable_steps=3, compile="default"), inputs)
+    # 12 training steps + the 3 steps of the safety-only run that measures S*
+    assert modes == ["default"] and len(calls) == 12 + 3, "every training step must go through the compiled forward"
     for a, b in zip(params(eager.policy), params(compiled.policy)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(BadInput, match="compile"):
