@@ -40,6 +40,7 @@ class Obtained:
 
 
 def missing_tasks(tasks: list[str], dataset: str | None) -> list[str]:
+    """The tasks whose dataset the standard lookup (``dataset``, $DSRL_DATASET_DIR, shipped) does not find."""
     from bench.data import find_dataset
 
     out = []

@@ -255,14 +255,9 @@ def expand(config: SweepConfig) -> list[CellSpec]:
 
 def check_datasets(tasks: list[str], dataset: str | None) -> None:
     """Raise one BadInput naming every task without a dataset and how to build them."""
-    from bench.data import find_dataset
+    from bench.fetch import missing_tasks
 
-    missing = []
-    for name in tasks:
-        try:
-            find_dataset(get_task(name), dataset)
-        except DatasetError:
-            missing.append(name)
+    missing = missing_tasks(tasks, dataset)
     if missing:
         where = dataset or "$DSRL_DATASET_DIR (default ~/.dsrl/datasets) or bench/assets/datasets"
         commands = "; ".join(f"presa-bench data collect --task {t}" for t in missing)
