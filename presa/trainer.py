@@ -199,7 +199,6 @@ class EnsembleTrainer:
         self.ref_heldout_pair: list[torch.Tensor] | None = None
         self.ref_heldout_safety: list[torch.Tensor] | None = None
         self.attainable = torch.ones(self.members, device=device)
-        self.attainable_mean = torch.ones(self.members, device=device)
         self.curves: list[list[dict[str, float]]] = [[] for _ in cells]
         self.best_state: list[dict[str, torch.Tensor] | None] = [None] * self.members
         self.best_key: list[tuple[float, float]] = [(math.inf, math.inf)] * self.members
@@ -252,7 +251,6 @@ class EnsembleTrainer:
             )
 
         self.attainable = torch.stack([attainable(e, c.constraint_form) for e in range(self.members)])
-        self.attainable_mean = torch.stack([attainable(e, "mean") for e in range(self.members)])
         self.ref_heldout_pair = [self._member_logp(e, self.heldout_pair_index[e]) for e in range(self.members)]
         self.ref_heldout_safety = [self._member_logp(e, self.heldout_safety_index[e]) for e in range(self.members)]
         if c.use_safety:
@@ -341,8 +339,7 @@ class EnsembleTrainer:
         out: dict[str, float] = {}
         if c.use_safety:
             s, accuracy = self._heldout_safety(e, self.z0[e])
-            target = self._target()
-            target_e = float(target[e]) if isinstance(target, torch.Tensor) and target.dim() > 0 else float(target)
+            target_e = self._member_target(e)
             out.update(heldout_safety_score=float(s), heldout_constraint_gap=target_e - float(s), heldout_safety_accuracy=float(accuracy))
         label = self.heldout_pair_label[e]
         strict = label != 0.5
@@ -359,6 +356,11 @@ class EnsembleTrainer:
             return losses.separation_target(self.s_ref, self.s_star, c.delta)
         relative = self.attainable if c.delta_mode == "relative" else None
         return losses.constraint_target(c.delta, c.constraint_form, relative)
+
+    def _member_target(self, e: int) -> float:
+        """Member e's constraint bound (the target is per member in the separation and relative modes)."""
+        target = self._target()
+        return float(target[e]) if isinstance(target, torch.Tensor) and target.dim() > 0 else float(target)
 
     # ------------------------------------------------------------------ steps
     def _stack_reference(self) -> None:
@@ -485,8 +487,7 @@ class EnsembleTrainer:
             row.update({k: float(v[e]) for k, v in means.items()})
             if phase == "joint" and self.config.use_safety:
                 row["lambda"] = float(self.lam[e])
-                target = self._target()
-                row["safety_target"] = float(target[e]) if isinstance(target, torch.Tensor) and target.dim() > 0 else float(target)
+                row["safety_target"] = self._member_target(e)
                 row["safety_score_ref"] = float(self.s_ref[e])
                 row["safety_score_star"] = float(self.s_star[e])
                 row["z0"] = float(self.z0[e, 0].detach())
@@ -571,7 +572,6 @@ class EnsembleTrainer:
             "ref_heldout_pair": None if self.ref_heldout_pair is None else self.ref_heldout_pair[e].cpu(),
             "ref_heldout_safety": None if self.ref_heldout_safety is None else self.ref_heldout_safety[e].cpu(),
             "attainable": float(self.attainable[e]),
-            "attainable_mean": float(self.attainable_mean[e]),
             "best_state": self.best_state[e],
             "best_key": self.best_key[e],
             "curve": self.curves[e],
@@ -619,7 +619,6 @@ class EnsembleTrainer:
             self.best_key[e] = tuple(s["best_key"])  # type: ignore[assignment]
             self.curves[e] = [dict(r) for r in s["curve"]]
         self.attainable = torch.tensor([s["attainable"] for s in states], device=dev)
-        self.attainable_mean = torch.tensor([s["attainable_mean"] for s in states], device=dev)
         self.interval = _Interval(
             {k: torch.stack([s["interval"][k] for s in states]).to(dev) for k in states[0]["interval"]},
             int(states[0]["interval_count"]),
