@@ -68,15 +68,15 @@ def describe(hint: Any) -> str:
     if hint is bool:
         return "true or false (or 1/0)"
     if hint is int:
-        return "a whole number, e.g. 512"
+        return "a whole number (e.g. 512)"
     if hint is float:
-        return "a number, e.g. 3e-4"
+        return "a number (e.g. 3e-4)"
     if hint is str:
         return "a string"
     if origin in (list, tuple):
         items = [a for a in args if a is not Ellipsis] or [Any]
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return f"{len(args)} comma-separated values ({', '.join(describe(a) for a in args)}), e.g. 0.9,0.999"
+            return f"{len(args)} comma-separated values ({', '.join(describe(a) for a in args)}; e.g. 0.9,0.999)"
         item = items[0]
         example = "64,64" if item is int else "0.1,0.01" if item is float else "a,b"
         noun = {int: "whole numbers", float: "numbers", str: "strings"}.get(item, "values")
