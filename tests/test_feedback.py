@@ -493,3 +493,28 @@ def test_feedback_split_is_a_seeded_partition():
     assert not np.array_equal(held.safety_episode, other_held.safety_episode)
     nothing_train, nothing_held = view.split(0.0, seed=7)
     assert nothing_held.num_pairs == 0 and nothing_train.num_safety_labels == 40
+
+
+def test_the_feedback_package_imports_one_way():
+    """Each module of bench/feedback/ imports only package modules that do not import it back (no cycle)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(fb.__file__).parent
+    deps = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        deps[path.stem] = {n.module.rsplit(".", 1)[-1] for n in ast.walk(tree)
+                           if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("bench.feedback.")}
+    assert deps.pop("__init__") == set(deps)  # the package re-exports every module
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join(path + (name,))}"
+        if name not in done:
+            for dep in deps[name]:
+                visit(dep, path + (name,))
+            done.add(name)
+
+    for name in deps:
+        visit(name, ())
