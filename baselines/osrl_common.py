@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import io
 import logging
 import random
@@ -41,6 +40,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 import bench  # noqa: F401  (compat patches before dsrl/osrl/fsrl)
+from bench import settings
 from bench.errors import BadInput
 from bench.interfaces import TrainOutput, TrainSpec
 from bench.results import atomic_torch_save
@@ -118,45 +118,9 @@ def max_action(task: Task) -> float:
 
 # -------------------------------------------------------------------------------------- configs
 def apply_overrides(config: Any, overrides: dict[str, Any], algo: str, skip_prefixes: tuple[str, ...] = ()) -> Any:
-    """Set config fields from ``--set key=value`` overrides, coercing to the field's type; unknown keys are BadInput."""
-    names = {f.name for f in dataclasses.fields(config)}
-    for key, value in overrides.items():
-        if any(key.startswith(p) for p in skip_prefixes):
-            continue
-        if key not in names:
-            raise BadInput(f"unknown setting '{key}' for {algo}; known settings: {', '.join(sorted(names))}")
-        setattr(config, key, _coerce(getattr(config, key), value, key, algo))
-    return config
-
-
-def _coerce(current: Any, value: Any, key: str, algo: str) -> Any:
-    if current is None or value is None:
-        return value
-    try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1")
-            return bool(value)
-        if isinstance(current, int):
-            number = float(value)
-            if number != int(number):
-                raise ValueError(value)
-            return int(number)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, (list, tuple)):
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(value)
-            return type(current)(value)
-        if isinstance(current, str):
-            return str(value)
-    except (TypeError, ValueError):
-        raise BadInput(
-            f"setting '{key}' of {algo} got {value!r}, expected a value like {current!r}"
-        ) from None
-    return value
+    """Set config fields from ``--set key=value`` overrides by the one coercion rule of every algorithm
+    (bench.settings.apply_overrides: by the field's declared type; unknown keys are BadInput)."""
+    return settings.apply_overrides(config, overrides, algo, skip_prefixes)
 
 
 def resolve_steps(config: Any, spec: TrainSpec, algo: str, gpu_note: str) -> tuple[int, int, str]:

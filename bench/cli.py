@@ -3,12 +3,14 @@ inside commands so that `presa-bench --help` stays fast."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
 import bench  # noqa: F401  (applies bench.compat before anything else)
 import typer
 
+from bench.console import STATE
 from bench.errors import BenchError
 
 app = typer.Typer(
@@ -19,8 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: Set by the global --debug flag: show full tracebacks instead of one line.
-STATE = {"debug": False}
+#: The command modules (bench/commands/<name>.py), in help order; each has ``register(app)``.
+COMMAND_MODULES = ("tasks", "data", "feedback", "label", "run", "sweep", "report")
 
 
 @app.callback()
@@ -30,22 +32,14 @@ def _global(
     STATE["debug"] = debug
 
 
-def _register() -> None:
-    from bench.commands import data, tasks
-
-    tasks.register(app)
-    app.add_typer(data.app, name="data")
-    for module_name in ("feedback", "label", "run", "sweep", "report"):
-        try:
-            module = __import__(f"bench.commands.{module_name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"bench.commands.{module_name}":
-                raise
-            continue
-        module.register(app)
+def _register(target: typer.Typer) -> None:
+    """Add every command module's commands to ``target``. A module that does not import raises (the
+    CLI fails loudly at start) rather than its commands vanishing from the CLI."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"bench.commands.{name}").register(target)
 
 
-_register()
+_register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,13 @@
-"""One rich Console for the CLI: wide enough for tables when output is not a terminal."""
+"""One rich Console for the CLI (wide enough for tables when output is not a terminal) and the CLI's
+global state. A low module: bench.cli and the command modules import it, it imports neither."""
 
 from __future__ import annotations
 
 import sys
 from functools import lru_cache
+
+#: Set by the global --debug flag (and `run --debug`): show full tracebacks instead of one line.
+STATE = {"debug": False}
 
 
 @lru_cache(maxsize=None)

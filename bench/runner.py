@@ -18,7 +18,7 @@ import shutil
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -82,6 +82,9 @@ class ResolvedCell:
     config_hash: str
     algo_overrides: dict[str, Any] = field(default_factory=dict)
     feedback_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The FeedbackSettings built (and validated) once by `resolve` from the feedback.* overrides;
+    #: None = no such override (the feedback module's defaults apply).
+    feedback_settings: Any = None
 
 
 @dataclass
@@ -170,6 +173,7 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     algo_overrides = {k: v for k, v in overrides.items() if not k.startswith(FEEDBACK_PREFIX)}
     num_queries = int(spec.num_queries if spec.num_queries is not None else profile.num_queries)
     feedback_config: dict[str, Any] | None = None
+    feedback_settings = None
     if algorithm_cls.needs_feedback:
         labels_hash = None
         if spec.labels_file is not None:
@@ -177,7 +181,7 @@ def resolve(spec: CellSpec) -> ResolvedCell:
             if not labels.is_file():
                 raise BadInput(f"labels file {labels} does not exist")
             labels_hash = store.file_hash(labels)
-        _, settings_config = _feedback_settings(feedback_kwargs)
+        feedback_settings, settings_config = _feedback_settings(feedback_kwargs)
         feedback_config = {"num_queries": num_queries, "labels_hash": labels_hash, "settings": settings_config}
         tag = _feedback_tag(spec, num_queries, labels_hash, feedback_kwargs)
     else:
@@ -222,6 +226,7 @@ def resolve(spec: CellSpec) -> ResolvedCell:
         config_hash=store.config_hash(config),
         algo_overrides=algo_overrides,
         feedback_kwargs=feedback_kwargs,
+        feedback_settings=feedback_settings,
     )
 
 
@@ -273,22 +278,20 @@ def _prepare_checkpoint_dir(directory: Path, config_hash_: str, fresh: bool) -> 
 def _feedback_settings(feedback_kwargs: dict[str, Any]) -> tuple[Any, Any]:
     """(settings object to pass or None, JSON-able settings for the config hash).
 
-    ``--set feedback.KEY=VALUE`` builds bench.feedback.FeedbackSettings(KEY=VALUE, ...); without
-    such overrides None is passed (the feedback module's defaults apply) but those defaults still
-    enter the config hash, so that a change of the defaults reruns the cells.
+    ``--set feedback.KEY=VALUE`` overrides are applied to bench.feedback.FeedbackSettings() by the
+    one coercion rule (bench.settings) and validated; without such overrides None is passed (the
+    feedback module's defaults apply) but those defaults still enter the config hash, so that a
+    change of the defaults reruns the cells. `resolve` calls this once per cell.
     """
     from bench import feedback as feedback_module
+    from bench.settings import apply_overrides
 
     settings_cls = getattr(feedback_module, "FeedbackSettings", None)
     if settings_cls is None:
         if feedback_kwargs:
             raise BadInput("feedback.* overrides need bench.feedback.FeedbackSettings, which is not available")
         return None, None
-    try:
-        settings = settings_cls(**feedback_kwargs)
-    except TypeError as exc:
-        names = ", ".join(f.name for f in fields(settings_cls)) if is_dataclass(settings_cls) else "see docs/feedback.md"
-        raise BadInput(f"bad feedback setting(s) {', '.join(sorted(feedback_kwargs))}: {exc}; allowed: {names}") from None
+    settings = apply_overrides(settings_cls(), feedback_kwargs, "the feedback teacher", key_prefix=FEEDBACK_PREFIX)
     if hasattr(settings, "validate"):
         settings.validate()  # bad values fail before any training, with the feedback module's message
     return (settings if feedback_kwargs else None), _config_dict(settings)
@@ -301,7 +304,6 @@ def _load_feedback(cell: ResolvedCell, dataset: Any, results_dir: Path) -> tuple
     build = getattr(feedback_module, "feedback_for_run", None)
     if build is None:
         raise BenchError(f"{cell.key.algorithm} needs feedback but bench.feedback.feedback_for_run is not available yet")
-    settings, _ = _feedback_settings(cell.feedback_kwargs)
     labels = Path(cell.spec.labels_file).expanduser() if cell.spec.labels_file else None
     feedback = build(
         cell.task,
@@ -310,7 +312,7 @@ def _load_feedback(cell: ResolvedCell, dataset: Any, results_dir: Path) -> tuple
         cell.key.seed,
         num_queries=cell.config["feedback"]["num_queries"],
         cache_dir=results_dir / store.FEEDBACK,
-        settings=settings,
+        settings=cell.feedback_settings,
         labels_file=labels,
     )
     view = feedback.view() if hasattr(feedback, "view") else feedback

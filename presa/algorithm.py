@@ -26,7 +26,8 @@ class PreSa(Algorithm):
     @classmethod
     def config_for(cls, spec: TrainSpec) -> PreSaConfig:
         return resolve_config(
-            spec.task.suite, spec.profile.train_steps, spec.profile.warmup_fraction, spec.overrides, cls.base_config
+            spec.task.suite, spec.profile.train_steps, spec.profile.warmup_fraction, spec.overrides, cls.base_config,
+            cls.name,
         )
 
     def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:

@@ -6,16 +6,18 @@ Hejna et al., ICLR 2024 (github.com/jhejna/cpl), [PreSa] arXiv 2512.20173 (abstr
 are the ones that make the safety constraint attainable (see docs/presa.md for the measurements).
 
 Budgets (gradient steps, warm-up share, logging, evaluation, checkpoints) come from the Profile,
-overrides from ``spec.overrides`` (field name -> value; an unknown field raises BadInput).
+overrides from ``spec.overrides`` (field name -> value, coerced by bench.settings' one rule; an unknown
+field raises BadInput).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.errors import BadInput
+from bench.settings import apply_overrides
 
 ACTOR_TYPES = ("deterministic", "gaussian")
 REFERENCE_POINTS = ("learned", "zero", "kto")
@@ -200,48 +202,20 @@ class PreSaConfig:
 SUITE_ALPHA = {"bullet": 0.2, "safety-gymnasium": 0.1}
 
 
-def _coerce(name: str, current: Any, value: Any) -> Any:
-    try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(current, tuple):
-            items = value if isinstance(value, (list, tuple)) else [v for v in str(value).strip("[]()").split(",") if v.strip()]
-            return tuple(int(v) for v in items)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if isinstance(current, str):
-            return str(value)
-    except (TypeError, ValueError):
-        raise BadInput(f"presa: override {name}={value!r} is not a valid {type(current).__name__}") from None
-    return value
-
-
 def resolve_config(
     suite: str,
     train_steps: int,
     warmup_fraction: float,
     overrides: dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
+    owner: str = "presa",
 ) -> PreSaConfig:
     """Defaults, then ``base`` (an algorithm's own defaults, e.g. CPL's), then the per-suite alpha and
-    the profile budget for fields left at their "from elsewhere" value, then user overrides."""
+    the profile budget for fields left at their "from elsewhere" value, then user overrides.
+    ``owner`` (the algorithm's name) is named in the messages of refused overrides."""
     config = PreSaConfig()
-    names = {f.name for f in fields(PreSaConfig)}
     for source in (base or {}, overrides or {}):
-        for key, value in source.items():
-            if key not in names:
-                raise BadInput(f"presa: unknown override '{key}' (known: {', '.join(sorted(names))})")
-            setattr(config, key, _coerce(key, getattr(config, key), value))
+        apply_overrides(config, source, owner)  # the one --set coercion rule (bench.settings)
     if config.alpha == 0.0:
         config.alpha = SUITE_ALPHA.get(suite, 0.2)
     if config.safety_alpha == 0.0:

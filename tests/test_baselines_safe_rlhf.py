@@ -211,11 +211,11 @@ def test_stage_two_is_selectable(sim_dataset: Dataset, feedback: FeedbackView) -
 def test_bad_input(sim_dataset: Dataset, feedback: FeedbackView) -> None:
     with pytest.raises(BadInput, match="offline_rl must be one of"):
         SafeRLHF.config_for(spec_for(sim_dataset, None, offline_rl="sac"))
-    with pytest.raises(BadInput, match="unknown setting 'criticlr'"):
+    with pytest.raises(BadInput, match=r"bad --set criticlr=1.0 for safe-rlhf's .* \(rl\.\*\): unknown setting"):
         SafeRLHF.config_for(spec_for(sim_dataset, None, **{"rl.criticlr": 1.0}))
     with pytest.raises(BadInput, match="calibration_lr must be > 0"):
         SafeRLHF.config_for(spec_for(sim_dataset, None, calibration_lr=0.0))
-    with pytest.raises(BadInput, match="unknown setting 'cost_temperature'"):  # replaced by the learned slope
+    with pytest.raises(BadInput, match="bad --set cost_temperature=1.0 for safe-rlhf: unknown setting"):  # replaced by the learned slope
         SafeRLHF.config_for(spec_for(sim_dataset, None, cost_temperature=1.0))
     with pytest.raises(FeedbackError, match="got no feedback"):
         SafeRLHF().train(spec_for(sim_dataset, None), TrainInputs(data=sim_dataset.learner_view()))

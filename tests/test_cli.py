@@ -10,16 +10,57 @@ import pytest
 from typer.testing import CliRunner
 
 import bench  # noqa: F401
-from bench.cli import app, main
+from bench import cli
+from bench.cli import COMMAND_MODULES, _register, app, main
 
 runner = CliRunner()
 
 
-def test_help_lists_commands():
+#: Every command of `presa-bench` (a command module that does not import must not drop one silently).
+COMMANDS = ["data", "feedback", "label", "report", "run", "sweep", "tasks"]
+
+
+def test_registered_commands_are_all_there():
+    import typer
+
+    assert sorted(typer.main.get_command(app).commands) == COMMANDS
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("tasks", "data"):
+    for command in COMMANDS:
         assert command in result.output
+
+
+@pytest.mark.parametrize("module", COMMAND_MODULES)
+def test_a_command_module_that_does_not_import_fails_registration(module, monkeypatch):
+    import typer
+
+    monkeypatch.setitem(sys.modules, f"bench.commands.{module}", None)  # as if its file were gone
+    with pytest.raises(ImportError, match=f"bench.commands.{module}"):
+        _register(typer.Typer())
+
+
+def test_a_command_module_with_a_broken_import_fails_the_cli(tmp_path, monkeypatch):
+    import typer
+
+    import bench.commands
+
+    (tmp_path / "broken.py").write_text("import no_such_dependency_of_presa_bench\n\ndef register(app):\n    pass\n")
+    monkeypatch.setattr(bench.commands, "__path__", [*bench.commands.__path__, str(tmp_path)])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*COMMAND_MODULES, "broken"))
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_of_presa_bench"):
+        _register(typer.Typer())
+    sys.modules.pop("bench.commands.broken", None)
+    # the console entry point itself fails (non-zero, the module named), not a CLI without the command
+    code = "import sys; sys.modules['bench.commands.sweep'] = None; from bench.cli import main; main(['--help'])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and "bench.commands.sweep" in proc.stderr
+
+
+def test_run_help_shows_its_options():
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0, result.output
+    for option in ("--task", "--algo", "--profile", "--set", "--num-queries", "--labels", "--results", "--device"):
+        assert option in result.output
 
 
 def test_help_is_fast_and_imports_nothing_heavy():
@@ -100,3 +141,61 @@ def test_usage_error_exit_2(capsys):
 def test_every_command_has_help(argv):
     result = runner.invoke(app, argv)
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+# ---- `run --algo presa` end to end through the CLI, on the shipped BallCircle dataset -------------
+
+
+def _shipped_ballcircle():  # type: ignore[no-untyped-def]
+    from bench.data import find_dataset
+    from bench.errors import BadInput
+    from bench.tasks import get_task
+
+    try:
+        return find_dataset(get_task("BallCircle"))
+    except BadInput:
+        pytest.skip("no BallCircle dataset here")
+
+
+@pytest.mark.slow
+def test_cli_run_presa_end_to_end_stores_a_readable_result(tmp_path, capsys):
+    import json
+
+    from bench import results as store
+
+    _shipped_ballcircle()
+    argv = ["run", "--task", "BallCircle", "--algo", "presa", "--profile", "smoke", "--device", "cpu",
+            "--results", str(tmp_path), "--num-queries", "200", "--set", "train_steps=20", "--set", "hidden_sizes=32,32"]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "norm. reward" in out
+    frame = store.load_results(tmp_path)
+    assert len(frame) and set(frame["algorithm"]) == {"presa"} and set(frame["task"]) == {"BallCircle"}
+    assert set(frame["checkpoint"]) >= {"final"} and int(frame["steps"].iloc[0]) == 20
+    assert np.isfinite(frame["normalized_reward"]).all() and np.isfinite(frame["normalized_cost"]).all()
+    config = json.loads(frame["config_json"].iloc[0])
+    assert config["algorithm_config"]["hidden_sizes"] == [32, 32] and config["feedback"]["num_queries"] == 200
+    assert json.loads(frame["feedback_provenance_json"].iloc[0])["source"] == "synthetic"
+    assert not store.load_failures(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "algo, setting, message",
+    [
+        ("presa", "hidden_size=32", "bad --set hidden_size=32 for presa: unknown setting; known settings: "),
+        ("presa", "hidden_sizes=32,wide", "bad --set hidden_sizes=32,wide for presa: expected a list of whole numbers"),
+        ("bc-all", "a_hidden_sizes=32,wide", "bad --set a_hidden_sizes=32,wide for bc-all: expected a list of whole numbers"),
+        ("presa", "feedback.flip_prob=lots", "bad --set feedback.flip_prob=lots for the feedback teacher: expected a number"),
+    ],
+)
+def test_cli_run_bad_setting_exit_2_one_line(tmp_path, capsys, algo, setting, message):
+    _shipped_ballcircle()
+    code = main(["run", "--task", "BallCircle", "--algo", algo, "--profile", "smoke", "--device", "cpu",
+                 "--results", str(tmp_path), "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    from bench import results as store
+
+    assert store.load_results(tmp_path).empty  # refused before any training

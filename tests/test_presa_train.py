@@ -66,7 +66,7 @@ def test_config_defaults_overrides_and_errors(sim_dataset: Dataset) -> None:
     assert config.gamma == 1.0 and config.safety_score_norm == "mean" and config.warmup_lr == 0.0
     assert PreSa.config_for(dataclasses.replace(spec, overrides={"safety_alpha": 2.0})).safety_alpha == 2.0
     assert CPL.config_for(spec).use_safety is False
-    with pytest.raises(BadInput, match="unknown override 'alphaa'"):
+    with pytest.raises(BadInput, match="bad --set alphaa=1.0 for presa: unknown setting; known settings: "):
         PreSa.config_for(dataclasses.replace(spec, overrides={"alphaa": 1.0}))
     with pytest.raises(BadInput, match="actor"):
         PreSa.config_for(dataclasses.replace(spec, overrides={"actor": "stochastic"}))

@@ -90,6 +90,12 @@ class FakeSettings:
     segment_length: int = 20
     flip_probability: float = 0.0
 
+    def __post_init__(self) -> None:
+        BUILT.append(self)
+
+
+BUILT: list[FakeSettings] = []
+
 
 class FakeFeedbackSet:
     def __init__(self, n: int) -> None:
@@ -115,8 +121,10 @@ def test_feedback_learner_gets_feedback_view_not_ground_truth(sim_dataset_path, 
     monkeypatch.setattr(bench.feedback, "feedback_for_run", fake_feedback_for_run, raising=False)
     monkeypatch.setattr(bench.feedback, "FeedbackSettings", FakeSettings, raising=False)
     cell = spec(sim_dataset_path, algorithm="linear-bc-fb", num_queries=7, overrides=(("feedback.flip_probability", 0.1),))
+    BUILT.clear()
     outcome = run_cell(cell, tmp_path)
     assert outcome.status == "done"
+    assert len(BUILT) == 1, "the feedback settings are built once per cell (by resolve)"
     assert calls == [dict(task="BallRun", threshold=20.0, seed=0, num_queries=7, cache_dir=tmp_path / "feedback",
                           settings=FakeSettings(flip_probability=0.1), labels_file=None)]
     frame = store.load_results(tmp_path)
@@ -127,7 +135,7 @@ def test_feedback_learner_gets_feedback_view_not_ground_truth(sim_dataset_path, 
     # default settings (no feedback.* override): None is passed, the defaults still enter the config hash
     run_cell(spec(sim_dataset_path, algorithm="linear-bc-fb", num_queries=7), tmp_path)
     assert calls[-1]["settings"] is None
-    with pytest.raises(BadInput, match="bad feedback setting"):
+    with pytest.raises(BadInput, match=r"bad --set feedback.nope=1 for the feedback teacher: unknown setting; known settings: flip_probability, segment_length"):
         resolve(spec(sim_dataset_path, algorithm="linear-bc-fb", overrides=(("feedback.nope", 1),)))
 
 

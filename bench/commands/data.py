@@ -10,6 +10,10 @@ import typer
 app = typer.Typer(help="Inspect and build DSRL-format datasets.", no_args_is_help=True)
 
 
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="data")
+
+
 @app.command("info")
 def info(
     task: Optional[str] = typer.Option(None, "--task", help="Short DSRL task name, e.g. BallCircle (default: from a --dataset FILE named as DSRL names its files)."),

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         """Train one cell with checkpoints, evaluate its final and best policies, store the result."""
         import json
 
-        from bench.cli import STATE
+        from bench.console import STATE
 
         STATE["debug"] = STATE["debug"] or debug
         import torch
