@@ -35,7 +35,7 @@ def _register() -> None:
 
     tasks.register(app)
     app.add_typer(data.app, name="data")
-    for module_name in ("feedback", "label", "run", "sweep", "report"):
+    for module_name in ("feedback", "label", "run", "sweep", "report", "results"):
         try:
             module = __import__(f"bench.commands.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -29,30 +29,123 @@ def make_record(algorithm: str = "alg", seed: int = 0, reward: float = 0.5, conf
     )
 
 
-def test_roundtrip_one_pandas_call(tmp_path):
+def test_three_tables_each_read_with_one_pandas_call(tmp_path):
     store.write_cell(tmp_path, make_record("a"))
     store.write_cell(tmp_path, make_record("b", seed=1))
     episodes = store.load_results(tmp_path)
     assert len(episodes) == 12 and set(episodes["algorithm"]) == {"a", "b"}
     assert set(episodes["checkpoint"]) == {"final", "best"}
-    # the same frame straight from pandas: the store is plain parquet
-    direct = pd.read_parquet(tmp_path / "cells")
-    assert len(direct) == len(episodes) + 2 * 3  # + the curve rows (loss, lambda, loss) per cell
-    row = episodes.iloc[0]
-    assert row["steps_per_second"] == pytest.approx(200.0)
+    # the same frames straight from pandas: the store is plain parquet, one row per evaluation episode
+    direct = pd.read_parquet(tmp_path / "episodes")
+    assert len(direct) == 12 and direct.groupby("algorithm").size().to_dict() == {"a": 6, "b": 6}
+    for frame in (episodes, direct):
+        for name in ("episode", "episode_seed", "length", "seed"):
+            assert frame[name].dtype == "int64", name
+        assert {"cell_id", "task", "suite", "algorithm", "threshold", "seed", "profile", "feedback", "budget"} <= set(frame.columns)
+    assert "kind" not in direct.columns and "metric" not in direct.columns
+    curves = store.load_curves(tmp_path)
+    raw_curves = pd.read_parquet(tmp_path / "curves")
+    assert len(curves) == len(raw_curves) == 2 * 3  # loss, lambda, loss per cell; the non-numeric entry is dropped
+    assert list(raw_curves.columns[-4:]) == ["step", "source", "metric", "value"]
+    assert curves["step"].dtype == "int64" and raw_curves["step"].dtype == "int64"
+    assert set(curves["metric"]) == {"loss", "lambda"} and set(curves["source"]) == {"train"}
+    assert curves.loc[curves["metric"] == "lambda", "value"].tolist() == [2.0, 2.0]
+    meta = pd.read_parquet(tmp_path / "meta")
+    assert len(meta) == 2 and len(store.load_meta(tmp_path)) == 2
+    row = meta.set_index("algorithm").loc["a"]
+    assert row["steps_per_second"] == pytest.approx(200.0) and row["steps"] == 400 and meta["steps"].dtype == "int64"
+    assert row["episodes"] == 6 and row["curve_points"] == 3
     assert json.loads(row["config_json"])["lr"] == 1e-3
     versions = json.loads(row["versions_json"])
     assert versions["numpy"] and versions["torch"] and versions["dsrl"] and "presa-bench" in versions
     assert json.loads(row["feedback_provenance_json"]) == {"source": "synthetic"}
-    assert row["dataset_hash"] == "abc" and row["git_commit"]
-    curves = store.load_curves(tmp_path)
-    assert set(curves["metric"]) == {"loss", "lambda"}  # the non-numeric entry is dropped
-    assert curves.loc[curves["metric"] == "lambda", "value"].tolist() == [2.0, 2.0]
+    assert row["dataset_hash"] == "abc" and row["git_commit"] and json.loads(row["info_json"]) == {"acc": 0.9}
+    joined = store.load_results(tmp_path, meta=True)
+    assert len(joined) == 12 and joined["info_json"].notna().all() and joined["episode"].dtype == "int64"
 
 
-def test_empty_store_gives_empty_frame(tmp_path):
-    assert store.load_results(tmp_path).empty
+def test_curve_sources_train_and_eval(tmp_path):
+    record = make_record()
+    record.curve = [
+        {"step": 10, "loss": 1.0},
+        {"step": 10, "normalized_reward": 0.4, "normalized_cost": 0.2, "reward": 40.0, "cost": 5.0},
+        {"step": 20, "source": "eval", "reward": 41.0},  # an explicit source wins over the default
+        {"step": 20, "source": "train", "normalized_reward": 9.0},
+    ]
+    store.write_cell(tmp_path, record)
+    curves = store.load_curves(tmp_path).set_index(["step", "metric"])["source"]
+    assert curves[(10, "loss")] == "train" and curves[(10, "normalized_reward")] == "eval" and curves[(10, "cost")] == "eval"
+    assert curves[(20, "reward")] == "eval" and curves[(20, "normalized_reward")] == "train"
+    record.curve = [{"step": 1, "source": "test", "x": 1.0}]
+    with pytest.raises(ValueError, match="source"):
+        store.write_cell(tmp_path, record)
+
+
+def test_steps_per_second_counts_only_this_process(tmp_path):
+    resumed = make_record("resumed")
+    resumed.steps, resumed.steps_this_process, resumed.train_seconds = 1000, 250, 5.0  # resumed at step 750
+    store.write_cell(tmp_path, resumed)
+    unknown = make_record("unknown")
+    unknown.steps, unknown.train_seconds = 1000, 5.0  # a trainer that does not say: all its steps
+    store.write_cell(tmp_path, unknown)
+    meta = store.load_meta(tmp_path).set_index("algorithm")
+    assert meta.loc["resumed", "steps_per_second"] == pytest.approx(50.0)
+    assert meta.loc["resumed", "steps"] == 1000 and meta.loc["resumed", "steps_this_process"] == 250
+    assert meta.loc["unknown", "steps_per_second"] == pytest.approx(200.0)
+
+
+def test_a_cell_without_meta_is_not_done_and_invisible(tmp_path, monkeypatch):
+    store.write_cell(tmp_path, make_record("kept"))
+    record = make_record()
+    store.write_cell(tmp_path, record)
+    store.meta_path(tmp_path, record.key).unlink()  # a writer killed before its meta file
+    assert not store.is_done(tmp_path, record.key, record.config_hash)
+    assert len(pd.read_parquet(tmp_path / "episodes")) == 12  # the orphan file is there...
+    assert set(store.load_results(tmp_path)["algorithm"]) == {"kept"}  # ...but never read
+    assert set(store.load_curves(tmp_path)["algorithm"]) == {"kept"}
+    assert set(store.load_meta(tmp_path)["algorithm"]) == {"kept"}
+    store.write_cell(tmp_path, record)  # the rerun overwrites the orphan
+    assert len(store.load_results(tmp_path)) == 12 and len(pd.read_parquet(tmp_path / "episodes")) == 12
+    # a rerun with another config killed before its meta file: neither the old nor the new rows show
+    real = store.atomic_write_bytes
+
+    def die_at_meta(path, data):
+        if path.parent.name == "meta":
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", die_at_meta)
+    changed = make_record(config={"lr": 0.5})
+    with pytest.raises(KeyboardInterrupt):
+        store.write_cell(tmp_path, changed)
+    monkeypatch.undo()
+    assert not store.is_done(tmp_path, record.key, record.config_hash)
+    assert not store.is_done(tmp_path, record.key, changed.config_hash)
+    assert set(store.load_results(tmp_path)["algorithm"]) == {"kept"}
+    # rows whose config hash differs from their cell's meta are skipped even with a meta file present
+    store.write_cell(tmp_path, record)
+    import shutil
+
+    shutil.copy(store.meta_path(tmp_path, record.key), tmp_path / "meta.bak")
+    store.write_cell(tmp_path, changed)
+    shutil.copy(tmp_path / "meta.bak", store.meta_path(tmp_path, record.key))  # old meta, new episodes
+    assert set(store.load_results(tmp_path)["algorithm"]) == {"kept"}
+
+
+def test_cell_id_names_the_overrides():
+    plain = store.CellKey("BallRun", "alg", 20.0, 0, "smoke", "q100")
+    assert plain.cell_id == "BallRun__alg__k20__s0__smoke__q100"  # ids of cells without overrides are unchanged
+    assert store.overrides_tag({}) == "" and store.overrides_tag(None) == ""
+    a, b = store.overrides_tag({"lr": 0.1}), store.overrides_tag({"lr": 0.2})
+    assert len(a) == 8 and a != b and a == store.overrides_tag({"lr": 0.1})
+    tagged = store.CellKey("BallRun", "alg", 20.0, 0, "smoke", "q100", "bullet", overrides=a)
+    assert tagged.cell_id == f"BallRun__alg__k20__s0__smoke__q100__b-bullet__o-{a}"
+
+
+def test_empty_store_gives_empty_typed_frames(tmp_path):
+    assert store.load_results(tmp_path).empty and store.load_curves(tmp_path).empty and store.load_meta(tmp_path).empty
     assert "normalized_cost" in store.load_results(tmp_path).columns
+    assert store.load_results(tmp_path)["episode"].dtype == "int64"
 
 
 def test_config_hash_is_canonical():
@@ -74,21 +167,23 @@ def test_interrupted_write_keeps_old_file_and_leaves_nothing_visible(tmp_path, m
     before = path.read_bytes()
 
     def crash(*args, **kwargs):
-        raise KeyboardInterrupt  # the process dies between writing the temp file and renaming it
+        raise KeyboardInterrupt  # the process dies while writing the new files
 
-    monkeypatch.setattr(store.os, "replace", crash)
+    monkeypatch.setattr(store.os, "fsync", crash)
     with pytest.raises(KeyboardInterrupt):
         store.write_cell(tmp_path, make_record(reward=0.9))
     monkeypatch.undo()
     assert path.read_bytes() == before
-    leftovers = list((tmp_path / "cells").glob(".*.tmp"))
+    leftovers = list((tmp_path / "episodes").glob(".*.tmp"))
     assert len(leftovers) == 1
-    # a reader never sees the half-written temp file
+    # the stored cell is untouched and done; a reader never sees the half-written temp file
+    assert store.is_done(tmp_path, old.key, old.config_hash)
     assert store.load_results(tmp_path)["normalized_reward"].min() == pytest.approx(0.1)
+    assert len(pd.read_parquet(tmp_path / "episodes")) == 6
     # the temp file of a dead writer is cleaned up; one of a live writer is kept
     dead = leftovers[0].with_name(".x.parquet.999999999.tmp")
     leftovers[0].rename(dead)
-    live = tmp_path / "cells" / f".y.parquet.{os.getpid() + 0}.tmp"
+    live = tmp_path / "meta" / f".y.parquet.{os.getpid() + 0}.tmp"
     live.write_bytes(b"")
     assert store.remove_stale_temp_files(tmp_path) == 1
     assert not dead.exists() and live.exists()
