@@ -50,6 +50,8 @@ CURVES = "curves"
 META = "meta"
 #: The old one-table layout (before the three tables); `migrate` converts it.
 CELLS = "cells"
+#: Where `migrate` puts old cell files it cannot convert (never deleted).
+UNMIGRATED = "cells-unmigrated"
 FAILURES = "failures"
 CHECKPOINTS = "checkpoints"
 FEEDBACK = "feedback"
@@ -717,24 +719,31 @@ def migrate(results_dir: Path | str) -> Migration:
     """Convert ``cells/*.parquet`` (the old one-table layout) into episodes/, curves/ and meta/.
 
     Per cell: the three new files are written (meta last, atomically), then the old file is
-    removed; an old file that cannot be read or converted is kept and named in ``kept``. Running it
-    again continues where a killed run stopped (a cell whose new meta file already holds its config
-    hash only loses its old file). A cell stored under the same id by a newer run (other config
-    hash) is kept as the newer run left it; the old file then stays, named in ``kept``.
+    removed. Running it again continues where a killed run stopped (a cell whose new meta file
+    already holds its config hash only loses its old file). An old file that cannot be read, or of
+    a cell stored meanwhile by a newer run (another config hash; the newer run is left as it is),
+    is never deleted: it is moved to ``cells-unmigrated/`` and named in ``kept``.
     """
     import pyarrow.parquet as pq
 
     report = Migration()
+
+    def keep(path: Path, reason: str) -> None:
+        aside = Path(results_dir) / UNMIGRATED / path.name
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, aside)
+        report.kept.append((str(aside), reason))
+
     for path in legacy_cells(results_dir):
         try:
             frame = pq.read_table(path, schema=_legacy_schema()).to_pandas()
             cell_id, hash_, episodes, curves, meta = _legacy_tables(frame, path)
         except Exception as exc:  # noqa: BLE001 - an unreadable old file is kept, never deleted
-            report.kept.append((str(path), f"{type(exc).__name__}: {exc}"))
+            keep(path, f"not readable as an old cell file: {type(exc).__name__}: {exc}")
             continue
         current = _meta_hash(meta_path(results_dir, cell_id))
         if current is not None and current != hash_:
-            report.kept.append((str(path), f"cell {cell_id} is stored by a newer run (config {current})"))
+            keep(path, f"cell {cell_id} is stored by a newer run (config {current}); the old file is kept aside")
             continue
         if current is None:
             _write_tables(results_dir, cell_id, hash_, episodes, curves, meta)

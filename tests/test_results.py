@@ -231,3 +231,86 @@ def test_file_hash_changes_with_content(tmp_path):
     h1 = store.file_hash(f)
     f.write_bytes(b"abcd")
     assert store.file_hash(f) != h1
+
+
+def test_migrate_a_store_of_the_old_one_table_layout(tmp_path, capsys):
+    from _legacy_store import write_old_cell
+
+    from bench.cli import main
+    from bench.errors import BadInput
+
+    plain = make_record("plain")
+    plain.curve = [{"step": 10, "loss": 1.0}, {"step": 10, "reward": 30.0, "cost": 2.0, "normalized_reward": 0.3,
+                                              "normalized_cost": 0.1, "episode_length": 100.0}]
+    overridden = make_record("tuned", config={"overrides": {"lr": 0.1}, "budget": {"protocol": "bullet"}})
+    overridden.key = store.CellKey("BallRun", "tuned", 20.0, 0, "smoke", "q100", "bullet")
+    old_files = [write_old_cell(tmp_path, r) for r in (plain, overridden)]
+    broken = tmp_path / "cells" / "broken.parquet"
+    broken.write_bytes(b"PAR1 not a parquet file")
+    old = pd.concat([pd.read_parquet(p) for p in old_files], ignore_index=True)
+
+    # readers and the runner's done check refuse the old layout with a one-line pointer (exit 2)
+    for read in (store.load_results, store.load_curves, store.load_meta):
+        with pytest.raises(BadInput, match="presa-bench results migrate --results"):
+            read(tmp_path)
+    with pytest.raises(BadInput, match="old one-table layout"):
+        store.is_done(tmp_path, plain.key, plain.config_hash)
+    assert main(["report", "--results", str(tmp_path), "--no-plots"]) == 2
+    assert "results migrate" in capsys.readouterr().err
+
+    assert main(["results", "migrate", "--results", str(tmp_path)]) == 1  # the broken file is kept aside and named
+    assert "broken.parquet" in capsys.readouterr().out
+    assert (tmp_path / "cells-unmigrated" / "broken.parquet").read_bytes() == b"PAR1 not a parquet file"
+    assert not (tmp_path / "cells").exists()
+    assert main(["results", "migrate", "--results", str(tmp_path)]) == 0  # idempotent
+
+    # every stored episode value survives, with integer columns as integers
+    episodes = store.load_results(tmp_path)
+    assert len(episodes) == 12 and len(pd.read_parquet(tmp_path / "episodes")) == 12
+    cols = list(_OLD_EPISODE_VALUES)
+    before = old[old["kind"] == "episode"][["algorithm", *cols]].sort_values(["algorithm", "checkpoint", "episode"])
+    after = episodes[["algorithm", *cols]].sort_values(["algorithm", "checkpoint", "episode"])
+    pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True), check_dtype=False, check_exact=True)  # old: floats
+    for name in ("episode", "episode_seed", "length", "seed"):
+        assert episodes[name].dtype == "int64"
+    # the overridden cell now carries its overrides hash, as a rerun would name it: that rerun is skipped
+    new_key = store.CellKey("BallRun", "tuned", 20.0, 0, "smoke", "q100", "bullet", overrides=store.overrides_tag({"lr": 0.1}))
+    assert store.is_done(tmp_path, new_key, overridden.config_hash) and store.is_done(tmp_path, plain.key, plain.config_hash)
+    assert set(episodes["cell_id"]) == {plain.key.cell_id, new_key.cell_id}
+    assert set(episodes.loc[episodes["algorithm"] == "tuned", "budget"]) == {"bullet"}
+    # curves: training scalars and online evaluations told apart, values kept
+    curves = store.load_curves(tmp_path)
+    assert len(curves) == int((old["kind"] == "curve").sum())
+    plain_curve = curves[curves["algorithm"] == "plain"].set_index(["step", "metric"])
+    assert plain_curve.loc[(10, "loss"), "source"] == "train" and plain_curve.loc[(10, "cost"), "source"] == "eval"
+    assert plain_curve.loc[(10, "normalized_reward"), "value"] == pytest.approx(0.3)
+    meta = store.load_meta(tmp_path).set_index("algorithm")
+    assert meta.loc["plain", "git_commit"] == "abc123" and meta.loc["plain", "hostname"] == "old-host"
+    assert meta.loc["plain", "steps"] == 400 and meta.loc["plain", "steps_per_second"] == pytest.approx(200.0)
+    assert json.loads(meta.loc["tuned", "config_json"])["overrides"] == {"lr": 0.1}
+    assert meta.loc["plain", "migrated_from"] == "cells/BallRun__plain__k20__s0__smoke__q100.parquet"
+    assert meta.loc["plain", "episodes"] == 6
+
+
+_OLD_EPISODE_VALUES = ("checkpoint", "episode", "episode_seed", "return", "cost", "length", "normalized_reward",
+                       "normalized_cost", "threshold", "seed", "task", "suite", "profile", "feedback", "config_hash")
+
+
+def test_migrate_resumes_after_a_kill_and_keeps_a_newer_run(tmp_path):
+    from _legacy_store import write_old_cell
+
+    record = make_record("a")
+    path = write_old_cell(tmp_path, record)
+    # a migration killed after the new meta file, before removing the old file
+    report = store.migrate(tmp_path)
+    assert report.migrated == [record.key.cell_id] and not path.exists()
+    path = write_old_cell(tmp_path, record)
+    again = store.migrate(tmp_path)
+    assert again.migrated == [record.key.cell_id] and not path.exists() and len(store.load_results(tmp_path)) == 6
+    # an old file of a cell rerun meanwhile with another config: the newer run stays, the old file too
+    stale = make_record("a", config={"lr": 0.5})
+    path = write_old_cell(tmp_path, stale)
+    kept = store.migrate(tmp_path)
+    assert kept.migrated == [] and kept.kept and not path.exists()
+    assert (tmp_path / "cells-unmigrated" / path.name).is_file()
+    assert store.is_done(tmp_path, record.key, record.config_hash) and len(store.load_results(tmp_path)) == 6

@@ -28,10 +28,10 @@ def migrate_cmd(
         raise BadInput(f"no result store at {results}")
     todo = len(store.legacy_cells(results))
     out = console()
+    report = store.migrate(results)  # also removes an empty cells/ left by an earlier run
     if not todo:
         out.print(f"{results}: nothing to migrate (no {store.CELLS}/*.parquet)")
         return
-    report = store.migrate(results)
     out.print(f"{results}: migrated {len(report.migrated)} of {todo} cell(s) into {store.EPISODES}/, {store.CURVES}/, {store.META}/")
     for path, reason in report.kept:
         out.print(f"[yellow]kept {path}[/]: {reason}")
