@@ -47,7 +47,7 @@ def test_run_cell_stores_evaluated_cell_and_skips_rerun(sim_dataset_path, tmp_pa
     # --set runs are stored side by side, each under its own id; the plain cell keeps its old id
     ids = {outcome.cell_id, changed.cell_id, other.cell_id}
     assert len(ids) == 3 and outcome.cell_id == "BallRun__linear-bc__k20__s0__smoke__none"
-    assert changed.cell_id.startswith(outcome.cell_id + "__o-") and len(changed.cell_id) == len(outcome.cell_id) + 11
+    assert changed.cell_id.startswith(outcome.cell_id + "__o-") and len(changed.cell_id) == len(outcome.cell_id) + 12
     meta = store.load_meta(tmp_path)
     assert set(meta["cell_id"]) == ids and len(meta) == 3
     episodes = store.load_results(tmp_path)
