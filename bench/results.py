@@ -200,9 +200,13 @@ def _legacy_schema():  # type: ignore[no-untyped-def]
     )
 
 
-def overrides_tag(overrides: dict[str, Any] | None) -> str:
-    """Short hash (8 hex digits) of a cell's algorithm overrides; "" without overrides."""
-    return config_hash(dict(overrides))[:8] if overrides else ""
+def overrides_tag(overrides: dict[str, Any] | None, budget: dict[str, Any] | None = None) -> str:
+    """Short hash (8 hex digits) of a cell's algorithm overrides; "" without overrides. The keys a
+    sweep's budget record sets (its steps_key and batch_key) are left out: the budget protocol
+    already names the cell (``__b-...``) and a sweep never lets ``--set`` touch them."""
+    budget_keys = {str(budget.get(k) or "") for k in ("steps_key", "batch_key")} if budget else set()
+    own = {k: v for k, v in (overrides or {}).items() if k not in budget_keys}
+    return config_hash(own)[:8] if own else ""
 
 
 @dataclass(frozen=True)
@@ -672,7 +676,7 @@ def _legacy_tables(frame, path: Path) -> tuple[str, str, list[dict[str, Any]], l
     overrides = config.get("overrides") or {}
     budget = str((config.get("budget") or {}).get("protocol") or "")
     old_id = str(first["cell_id"])
-    tag = overrides_tag(overrides)
+    tag = overrides_tag(overrides, config.get("budget"))
     # the old ids had no overrides part: cells run with --set get theirs, as a new run would name them
     new_id = old_id if not tag or old_id.endswith(f"__o-{tag}") else f"{old_id}__o-{tag}"
     key = {

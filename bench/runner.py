@@ -185,7 +185,7 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     budget = dict(spec.budget)
     key = store.CellKey(
         task.name, name, threshold, int(spec.seed), profile.name, tag, str(budget.get("protocol") or ""),
-        overrides=store.overrides_tag(algo_overrides),
+        overrides=store.overrides_tag(algo_overrides, budget),
     )
     # The device is part of the config: budgets capped on CPU differ from a GPU run of the same cell,
     # so a GPU rerun must not be skipped as done.

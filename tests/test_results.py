@@ -138,6 +138,10 @@ def test_cell_id_names_the_overrides():
     assert store.overrides_tag({}) == "" and store.overrides_tag(None) == ""
     a, b = store.overrides_tag({"lr": 0.1}), store.overrides_tag({"lr": 0.2})
     assert len(a) == 8 and a != b and a == store.overrides_tag({"lr": 0.1})
+    # the keys a budget protocol sets are named by the protocol (__b-...), not hashed again
+    budget = {"protocol": "bullet", "steps_key": "steps", "batch_key": "batch_size"}
+    assert store.overrides_tag({"steps": 40, "batch_size": 8}, budget) == ""
+    assert store.overrides_tag({"steps": 40, "lr": 0.1}, budget) == a
     tagged = store.CellKey("BallRun", "alg", 20.0, 0, "smoke", "q100", "bullet", overrides=a)
     assert tagged.cell_id == f"BallRun__alg__k20__s0__smoke__q100__b-bullet__o-{a}"
 
@@ -242,7 +246,8 @@ def test_migrate_a_store_of_the_old_one_table_layout(tmp_path, capsys):
     plain = make_record("plain")
     plain.curve = [{"step": 10, "loss": 1.0}, {"step": 10, "reward": 30.0, "cost": 2.0, "normalized_reward": 0.3,
                                               "normalized_cost": 0.1, "episode_length": 100.0}]
-    overridden = make_record("tuned", config={"overrides": {"lr": 0.1}, "budget": {"protocol": "bullet"}})
+    overridden = make_record("tuned", config={"overrides": {"lr": 0.1, "steps": 40},
+                                              "budget": {"protocol": "bullet", "steps_key": "steps"}})
     overridden.key = store.CellKey("BallRun", "tuned", 20.0, 0, "smoke", "q100", "bullet")
     old_files = [write_old_cell(tmp_path, r) for r in (plain, overridden)]
     broken = tmp_path / "cells" / "broken.parquet"
@@ -287,7 +292,7 @@ def test_migrate_a_store_of_the_old_one_table_layout(tmp_path, capsys):
     meta = store.load_meta(tmp_path).set_index("algorithm")
     assert meta.loc["plain", "git_commit"] == "abc123" and meta.loc["plain", "hostname"] == "old-host"
     assert meta.loc["plain", "steps"] == 400 and meta.loc["plain", "steps_per_second"] == pytest.approx(200.0)
-    assert json.loads(meta.loc["tuned", "config_json"])["overrides"] == {"lr": 0.1}
+    assert json.loads(meta.loc["tuned", "overrides_json"]) == {"lr": 0.1, "steps": 40}
     assert meta.loc["plain", "migrated_from"] == "cells/BallRun__plain__k20__s0__smoke__q100.parquet"
     assert meta.loc["plain", "episodes"] == 6
 
