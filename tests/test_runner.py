@@ -199,3 +199,14 @@ def test_a_cell_running_elsewhere_is_not_trained_twice(sim_dataset_path, tmp_pat
         with pytest.raises(BenchError, match="another process"):
             run_cell(spec(sim_dataset_path), tmp_path)
     assert run_cell(spec(sim_dataset_path), tmp_path).status == "done"
+
+
+def test_a_store_of_the_old_layout_is_refused_until_migrated(sim_dataset_path, tmp_path, capsys):
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "BallRun__linear-bc__k20__s0__smoke__none.parquet").write_bytes(b"PAR1")
+    with pytest.raises(BadInput, match="presa-bench results migrate"):
+        run_cell(spec(sim_dataset_path), tmp_path)  # never retrains what the old store holds
+    code = main(["run", "--task", "BallRun", "--algo", "linear-bc", "--profile", "smoke", "--dataset", str(sim_dataset_path),
+                 "--results", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "results migrate" in err and err.strip().count("\n") == 0
