@@ -78,6 +78,8 @@ class TrainOutput:
     info: dict[str, Any] = field(default_factory=dict)
     steps: int = 0
     train_seconds: float = 0.0
+    #: Gradient steps this process ran (a resumed run counts only its own), for honest steps/s.
+    steps_this_process: int = 0
 
 
 class Algorithm(ABC):

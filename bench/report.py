@@ -696,6 +696,8 @@ def plot_learning_curves(curves, out_dir: Path, reference: str | None = None) ->
     cells (markers at each evaluation) and the range over cells (band)."""
     import matplotlib.pyplot as plt
 
+    if "source" in curves:
+        curves = curves[curves["source"] == "eval"]  # the online evaluations, not training losses
     if curves.empty:
         return []
     tasks = list(dict.fromkeys(curves["task"]))
@@ -881,7 +883,7 @@ def build_report(
 
     from bench.results import load_curves, load_results
 
-    episodes = load_results(results_dir)
+    episodes = load_results(results_dir, meta=True)
     if episodes.empty:
         raise BadInput(f"no results in {results_dir} (run `presa-bench run` or `presa-bench sweep` first)")
     cells = apply_where(cell_scores(episodes, checkpoint), where)

@@ -1,24 +1,34 @@
-"""The result store: one parquet file per cell, written atomically, read back with one pandas call.
+"""The result store: three plain parquet tables, one file per cell each, read with one pandas call.
 
 Layout under a results directory (default ``results/``)::
 
-    cells/<cell-id>.parquet      one finished cell (episodes + learning curve + metadata)
+    episodes/<cell-id>.parquet   one row per evaluation episode of the cell
+    curves/<cell-id>.parquet     its learning curve, long form: step, source ("train"/"eval"), metric, value
+    meta/<cell-id>.parquet       ONE row: config JSON and hash, versions, git, timings, provenance, info
     failures/<cell-id>.json      a cell that raised, with its error; removed when it later succeeds
     checkpoints/<cell-id>/       the trainer's checkpoint (resume after a kill)
     feedback/                    the feedback cache
 
-A cell is (task, algorithm, threshold, seed, profile, feedback settings). Its file holds rows of two
-kinds in ONE fixed schema (so ``pd.read_parquet(cells_dir)`` never has to reconcile schemas):
+A cell is (task, algorithm, threshold, seed, profile, feedback settings, budget protocol, algorithm
+overrides). Every episode and curve row repeats the cell's key columns (cell_id, task, suite,
+algorithm, threshold, seed, profile, feedback, budget) and its ``config_hash``, so one
+``pd.read_parquet`` call per table is enough to group; integer columns (seed, episode,
+episode_seed, length, step, steps) are int64 in every file (fixed schemas, no nulls).
 
-- ``kind == "episode"``: one evaluation episode of the ``final`` or online-selected ``best``
-  checkpoint (column ``checkpoint``): raw return/cost/length and DSRL-normalized reward/cost;
-- ``kind == "curve"``: one logged scalar of the learning curve in long form (step, metric, value).
+The meta file is the cell's done marker. `write_cell` stages all three files under hidden temp names
+(pyarrow ignores hidden, ``.``-prefixed, files when reading a directory; a writer killed meanwhile
+leaves the stored cell as it was), then removes the cell's old meta file (the cell is "not done"
+from here), renames episodes and curves into place and writes the meta file LAST. No file is ever
+seen half-written. A cell whose meta file is missing
+(or holds another config hash than its episode/curve rows) is not done: `is_done` says so, the
+rerun overwrites its files, and the readers `load_results` / `load_curves` / `load_meta` skip its
+rows: they keep only rows whose (cell_id, config_hash) is in the meta table. A bare
+``pd.read_parquet("results/episodes")`` gives the same rows except after a writer was killed between
+its episodes and meta files (then the orphan rows of that cell show until it is rerun).
 
-Every row repeats the cell's metadata (config JSON and hash, package versions, git commit, wall
-time, steps/s, dataset path and hash, feedback provenance); parquet's dictionary encoding makes
-the repetition nearly free. Files are written to a hidden temp name and ``os.replace``d, so a
-killed writer leaves either the old file or the new one, never a partial one; pyarrow ignores
-hidden (``.``-prefixed) files when reading a directory.
+Stores of the old one-table layout (``cells/<cell-id>.parquet``, episode and curve rows in one
+schema with a ``kind`` column) are converted by ``presa-bench results migrate`` (`migrate`); the
+readers refuse such a store with a one-line pointer to that command.
 """
 
 from __future__ import annotations
@@ -35,11 +45,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
+EPISODES = "episodes"
+CURVES = "curves"
+META = "meta"
+#: The old one-table layout (before the three tables); `migrate` converts it.
 CELLS = "cells"
+#: Where `migrate` puts old cell files it cannot convert (never deleted).
+UNMIGRATED = "cells-unmigrated"
 FAILURES = "failures"
 CHECKPOINTS = "checkpoints"
 FEEDBACK = "feedback"
-#: Key in the parquet file metadata that holds the config hash (read without loading the rows).
+#: Key in the meta file's parquet metadata that holds the config hash (read without loading rows).
 HASH_KEY = b"presa.config_hash"
 #: Packages whose versions go into every record.
 VERSIONED_PACKAGES = (
@@ -56,10 +72,90 @@ VERSIONED_PACKAGES = (
 )
 
 EPISODE_COLUMNS = ("checkpoint", "episode", "episode_seed", "return", "cost", "length", "normalized_reward", "normalized_cost")
-CURVE_COLUMNS = ("step", "metric", "value")
+CURVE_COLUMNS = ("step", "source", "metric", "value")
+#: Curve sources: the trainer's logged scalars, and the online evaluations during training.
+CURVE_SOURCES = ("train", "eval")
+#: A curve row without a "source" entry is an evaluation row if it holds one of these metrics.
+EVAL_METRICS = ("normalized_reward", "normalized_cost")
+#: The cell key columns repeated in every episode, curve and meta row.
+KEY_COLUMNS = ("cell_id", "task", "suite", "algorithm", "threshold", "seed", "profile", "feedback", "budget", "config_hash")
 
 
-def _schema():  # type: ignore[no-untyped-def]
+def _key_fields():  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    return [
+        ("cell_id", pa.string()),
+        ("task", pa.string()),
+        ("suite", pa.string()),
+        ("algorithm", pa.string()),
+        ("threshold", pa.float64()),
+        ("seed", pa.int64()),
+        ("profile", pa.string()),
+        ("feedback", pa.string()),
+        ("budget", pa.string()),
+        ("config_hash", pa.string()),
+    ]
+
+
+def episode_schema():  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    return pa.schema(
+        _key_fields()
+        + [
+            ("checkpoint", pa.string()),
+            ("episode", pa.int64()),
+            ("episode_seed", pa.int64()),
+            ("return", pa.float64()),
+            ("cost", pa.float64()),
+            ("length", pa.int64()),
+            ("normalized_reward", pa.float64()),
+            ("normalized_cost", pa.float64()),
+        ]
+    )
+
+
+def curve_schema():  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    return pa.schema(
+        _key_fields() + [("step", pa.int64()), ("source", pa.string()), ("metric", pa.string()), ("value", pa.float64())]
+    )
+
+
+def meta_schema():  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    return pa.schema(
+        _key_fields()
+        + [
+            ("overrides_json", pa.string()),
+            ("config_json", pa.string()),
+            ("versions_json", pa.string()),
+            ("git_commit", pa.string()),
+            ("git_dirty", pa.bool_()),
+            ("device", pa.string()),
+            ("hostname", pa.string()),
+            ("finished_at", pa.string()),
+            ("wall_seconds", pa.float64()),
+            ("train_seconds", pa.float64()),
+            ("steps", pa.int64()),
+            ("steps_this_process", pa.int64()),
+            ("steps_per_second", pa.float64()),
+            ("episodes", pa.int64()),
+            ("curve_points", pa.int64()),
+            ("dataset_path", pa.string()),
+            ("dataset_hash", pa.string()),
+            ("feedback_provenance_json", pa.string()),
+            ("info_json", pa.string()),
+            ("migrated_from", pa.string()),
+        ]
+    )
+
+
+def _legacy_schema():  # type: ignore[no-untyped-def]
+    """The old one-table ``cells/`` schema (read only by `migrate`)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -104,10 +200,21 @@ def _schema():  # type: ignore[no-untyped-def]
     )
 
 
+def overrides_tag(overrides: dict[str, Any] | None, budget: dict[str, Any] | None = None) -> str:
+    """Short hash (8 hex digits) of a cell's algorithm overrides; "" without overrides. The keys a
+    sweep's budget record sets (its steps_key and batch_key) are left out: the budget protocol
+    already names the cell (``__b-...``) and a sweep never lets ``--set`` touch them."""
+    budget_keys = {str(budget.get(k) or "") for k in ("steps_key", "batch_key")} if budget else set()
+    own = {k: v for k, v in (overrides or {}).items() if k not in budget_keys}
+    return config_hash(own)[:8] if own else ""
+
+
 @dataclass(frozen=True)
 class CellKey:
     """The identity of a cell. ``feedback`` is a short tag of the feedback settings ("none" for
-    methods that use no feedback, "q10000" for 10,000 synthetic queries, "labels-<hash>" for a file)."""
+    methods that use no feedback, "q10000" for 10,000 synthetic queries, "labels-<hash>" for a file).
+    ``overrides`` is `overrides_tag` of the algorithm overrides (``--set``): cells run with other
+    overrides get other ids (``...__o-<8 hex>``) and are stored side by side."""
 
     task: str
     algorithm: str
@@ -117,13 +224,16 @@ class CellKey:
     feedback: str = "none"
     #: The sweep's budget protocol ("" = none stated): cells of two protocols coexist in one store.
     budget: str = ""
+    overrides: str = ""
 
     @property
     def cell_id(self) -> str:
         base = f"{self.task}__{self.algorithm}__k{self.threshold:g}__s{self.seed}__{self.profile}__{self.feedback}"
-        if not self.budget:
-            return base
-        return base + "__b-" + "".join(c if c.isalnum() or c in "-." else "-" for c in self.budget)
+        if self.budget:
+            base += "__b-" + "".join(c if c.isalnum() or c in "-." else "-" for c in self.budget)
+        if self.overrides:
+            base += f"__o-{self.overrides}"
+        return base
 
 
 @dataclass
@@ -136,12 +246,15 @@ class CellRecord:
     config_hash: str
     #: Per-episode rows (EvalResult.rows()) each with a "checkpoint" entry: "final" or "best".
     episodes: list[dict[str, Any]]
-    #: Learning-curve rows {"step": int, metric: value, ...}.
+    #: Learning-curve rows {"step": int, metric: value, ...}, optionally with "source": "train" or
+    #: "eval" (without it: "eval" if the row holds an EVAL_METRICS entry, else "train").
     curve: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
     wall_seconds: float = 0.0
     train_seconds: float = 0.0
     steps: int = 0
+    #: Steps this process ran (a resumed run counts only its own); 0 = unknown (then ``steps``).
+    steps_this_process: int = 0
     dataset_path: str = ""
     dataset_hash: str = ""
     feedback_provenance: dict[str, Any] = field(default_factory=dict)
@@ -213,27 +326,48 @@ def git_state(directory: str | None = None) -> tuple[str, bool]:
     return commit or "unknown", bool(status.strip())
 
 
-def cells_dir(results_dir: Path | str) -> Path:
-    return Path(results_dir) / CELLS
+def table_dir(results_dir: Path | str, table: str) -> Path:
+    return Path(results_dir) / table
 
 
-def cell_path(results_dir: Path | str, key: CellKey) -> Path:
-    return cells_dir(results_dir) / f"{key.cell_id}.parquet"
+def episodes_path(results_dir: Path | str, key: CellKey | str) -> Path:
+    return Path(results_dir) / EPISODES / f"{_cell_id(key)}.parquet"
+
+
+def curves_path(results_dir: Path | str, key: CellKey | str) -> Path:
+    return Path(results_dir) / CURVES / f"{_cell_id(key)}.parquet"
+
+
+def meta_path(results_dir: Path | str, key: CellKey | str) -> Path:
+    return Path(results_dir) / META / f"{_cell_id(key)}.parquet"
+
+
+#: The file that marks a cell done (its meta file).
+cell_path = meta_path
+
+
+def _cell_id(key: CellKey | str) -> str:
+    return key.cell_id if isinstance(key, CellKey) else str(key)
 
 
 def checkpoint_dir(results_dir: Path | str, key: CellKey) -> Path:
     return Path(results_dir) / CHECKPOINTS / key.cell_id
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a hidden temp file in the same directory, fsync, then os.replace."""
+def _stage_bytes(path: Path, data: bytes) -> Path:
+    """Write data to a hidden temp file next to path (fsynced); returns the temp file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a hidden temp file in the same directory, fsync, then os.replace."""
+    os.replace(_stage_bytes(path, data), path)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -247,9 +381,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def _record_rows(record: CellRecord) -> list[dict[str, Any]]:
-    commit, dirty = git_state()
-    common = {
+def _key_row(record: CellRecord) -> dict[str, Any]:
+    return {
         "cell_id": record.key.cell_id,
         "task": record.key.task,
         "suite": record.suite,
@@ -258,7 +391,58 @@ def _record_rows(record: CellRecord) -> list[dict[str, Any]]:
         "seed": int(record.key.seed),
         "profile": record.key.profile,
         "feedback": record.key.feedback,
+        "budget": record.key.budget,
         "config_hash": record.config_hash,
+    }
+
+
+def curve_source(point: dict[str, Any]) -> str:
+    """"train" or "eval" for one curve row (its "source" entry, else by its metrics)."""
+    source = point.get("source")
+    if source is None:
+        return "eval" if any(name in point for name in EVAL_METRICS) else "train"
+    if source not in CURVE_SOURCES:
+        raise ValueError(f"curve row source must be 'train' or 'eval', got {source!r}")
+    return str(source)
+
+
+def _episode_rows(record: CellRecord) -> list[dict[str, Any]]:
+    key = _key_row(record)
+    rows = []
+    for ep in record.episodes:
+        if ep.get("checkpoint") not in ("final", "best"):
+            raise ValueError("every episode row needs checkpoint 'final' or 'best'")
+        row = {**key, **{k: ep.get(k) for k in EPISODE_COLUMNS}}
+        for name in ("episode", "episode_seed", "length"):
+            row[name] = int(row[name]) if row[name] is not None else -1
+        rows.append(row)
+    return rows
+
+
+def _curve_rows(record: CellRecord) -> list[dict[str, Any]]:
+    key = _key_row(record)
+    rows = []
+    for point in record.curve:
+        step = int(point["step"])
+        source = curve_source(point)
+        for metric, value in point.items():
+            if metric in ("step", "source") or value is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue  # a non-numeric log entry has no place on a curve
+            rows.append({**key, "step": step, "source": source, "metric": str(metric), "value": number})
+    return rows
+
+
+def _meta_row(record: CellRecord, episodes: int, curve_points: int) -> dict[str, Any]:
+    commit, dirty = git_state()
+    own = int(record.steps_this_process) or int(record.steps)
+    overrides = record.config.get("overrides") if isinstance(record.config, dict) else None
+    return {
+        **_key_row(record),
+        "overrides_json": to_json(overrides or {}),
         "config_json": to_json(record.config),
         "versions_json": to_json(package_versions()),
         "git_commit": commit,
@@ -269,51 +453,67 @@ def _record_rows(record: CellRecord) -> list[dict[str, Any]]:
         "wall_seconds": float(record.wall_seconds),
         "train_seconds": float(record.train_seconds),
         "steps": int(record.steps),
-        "steps_per_second": float(record.steps / record.train_seconds) if record.train_seconds > 0 else None,
+        "steps_this_process": int(record.steps_this_process),
+        # steps this process ran over this process's training seconds (a resume counts its own only)
+        "steps_per_second": float(own / record.train_seconds) if record.train_seconds > 0 else None,
+        "episodes": int(episodes),
+        "curve_points": int(curve_points),
         "dataset_path": record.dataset_path,
         "dataset_hash": record.dataset_hash,
         "feedback_provenance_json": to_json(record.feedback_provenance),
         "info_json": to_json(record.info),
+        "migrated_from": "",
     }
-    rows = []
-    for ep in record.episodes:
-        if ep.get("checkpoint") not in ("final", "best"):
-            raise ValueError("every episode row needs checkpoint 'final' or 'best'")
-        rows.append({**common, "kind": "episode", **{k: ep.get(k) for k in EPISODE_COLUMNS}})
-    for point in record.curve:
-        step = int(point["step"])
-        for metric, value in point.items():
-            if metric == "step" or value is None:
-                continue
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                continue  # a non-numeric log entry has no place on a curve
-            rows.append({**common, "kind": "curve", "step": step, "metric": str(metric), "value": number})
-    return rows
 
 
-def write_cell(results_dir: Path | str, record: CellRecord) -> Path:
-    """Store a finished cell atomically; clears a failure record of the same cell."""
+def _parquet_bytes(rows: list[dict[str, Any]], schema: Any) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = _schema().with_metadata({HASH_KEY: record.config_hash.encode()})
-    table = pa.Table.from_pylist(_record_rows(record), schema=schema)
+    table = pa.Table.from_pylist(rows, schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    path = cell_path(results_dir, record.key)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
+
+
+def _write_tables(
+    results_dir: Path | str, cell_id: str, config_hash_: str, episodes: list[dict[str, Any]],
+    curves: list[dict[str, Any]], meta: dict[str, Any],
+) -> Path:
+    """All three files are staged under hidden temp names first (a writer killed meanwhile leaves the
+    stored cell as it was); then the old meta file goes, episodes and curves are renamed into place,
+    and the meta file (the done marker) is written last."""
+    meta_file = meta_path(results_dir, cell_id)
+    staged = [
+        (_stage_bytes(path, _parquet_bytes(rows, schema)), path)
+        for path, rows, schema in (
+            (episodes_path(results_dir, cell_id), episodes, episode_schema()),
+            (curves_path(results_dir, cell_id), curves, curve_schema()),
+        )
+    ]
+    meta_bytes = _parquet_bytes([meta], meta_schema().with_metadata({HASH_KEY: config_hash_.encode()}))
+    meta_file.unlink(missing_ok=True)  # from here until the new meta lands, the cell is not done
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    atomic_write_bytes(meta_file, meta_bytes)
+    return meta_file
+
+
+def write_cell(results_dir: Path | str, record: CellRecord) -> Path:
+    """Store a finished cell (episodes, curves, meta last; see the module docstring); clears a
+    failure record of the same cell. Returns the meta file's path."""
+    episodes = _episode_rows(record)
+    curves = _curve_rows(record)
+    meta = _meta_row(record, len(episodes), len(curves))
+    path = _write_tables(results_dir, record.key.cell_id, record.config_hash, episodes, curves, meta)
     failure = Path(results_dir) / FAILURES / f"{record.key.cell_id}.json"
     failure.unlink(missing_ok=True)
     return path
 
 
-def stored_hash(results_dir: Path | str, key: CellKey) -> str | None:
-    """The config hash of a stored cell, or None if absent or unreadable (then it is rerun)."""
+def _meta_hash(path: Path) -> str | None:
     import pyarrow.parquet as pq
 
-    path = cell_path(results_dir, key)
     if not path.is_file():
         return None
     try:
@@ -322,6 +522,12 @@ def stored_hash(results_dir: Path | str, key: CellKey) -> str | None:
         return None
     value = meta.get(HASH_KEY)
     return value.decode() if value else None
+
+
+def stored_hash(results_dir: Path | str, key: CellKey) -> str | None:
+    """The config hash of a stored (done) cell, or None if absent or unreadable (then it is rerun)."""
+    require_migrated(results_dir)
+    return _meta_hash(meta_path(results_dir, key))
 
 
 def is_done(results_dir: Path | str, key: CellKey, config_hash_: str) -> bool:
@@ -353,31 +559,79 @@ def load_failures(results_dir: Path | str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
 
 
-def _read(results_dir: Path | str, kind: str, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
+def legacy_cells(results_dir: Path | str) -> list[Path]:
+    """The cell files of the old one-table layout (``cells/*.parquet``) still in a store."""
+    directory = Path(results_dir) / CELLS
+    return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+
+
+def require_migrated(results_dir: Path | str) -> None:
+    """BadInput (exit 2) when the store still holds cells of the old one-table layout."""
+    old = legacy_cells(results_dir)
+    if old:
+        from bench.errors import BadInput
+
+        raise BadInput(
+            f"{results_dir} holds {len(old)} cell(s) in the old one-table layout ({CELLS}/); "
+            f"convert them first with: presa-bench results migrate --results {results_dir}"
+        )
+
+
+def _read_table(results_dir: Path | str, table: str, schema: Any, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
     import pandas as pd
 
-    directory = cells_dir(results_dir)
+    names = list(columns) if columns else None
+    directory = table_dir(results_dir, table)
     if not directory.is_dir() or not any(directory.glob("*.parquet")):
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in _schema().names})
-    return pd.read_parquet(
-        directory, filters=[("kind", "==", kind)], columns=list(columns) if columns else None, schema=_schema()
-    )
+        frame = schema.empty_table().to_pandas()
+        return frame[names] if names else frame
+    return pd.read_parquet(directory, columns=names, schema=schema)
 
 
-def load_results(results_dir: Path | str, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
-    """Every stored evaluation episode of every cell, as one DataFrame (one pandas call)."""
-    return _read(results_dir, "episode", columns).reset_index(drop=True)
+def _done_only(frame, meta):  # type: ignore[no-untyped-def]
+    """The rows of done cells: (cell_id, config_hash) present in the meta table."""
+    done = dict(zip(meta["cell_id"], meta["config_hash"]))
+    keep = frame["cell_id"].map(done).eq(frame["config_hash"]).to_numpy(dtype=bool)
+    return frame[keep].reset_index(drop=True)
 
 
-def load_curves(results_dir: Path | str):  # type: ignore[no-untyped-def]
-    """Every stored learning-curve point (long form: step, metric, value) of every cell."""
-    return _read(results_dir, "curve").reset_index(drop=True)
+def load_meta(results_dir: Path | str, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
+    """One row per finished cell: key, config and hash, versions, git, timings, provenance, info."""
+    require_migrated(results_dir)
+    names = list(columns) if columns else None
+    if names is not None:
+        names = list(dict.fromkeys(["cell_id", "config_hash", *names]))
+    return _read_table(results_dir, META, meta_schema(), names).reset_index(drop=True)
+
+
+def load_results(results_dir: Path | str, columns: Iterable[str] | None = None, meta: bool = False):  # type: ignore[no-untyped-def]
+    """Every evaluation episode of every finished cell, one row each (episodes of cells without a
+    meta file are skipped). ``meta=True`` joins each row with its cell's meta columns."""
+    require_migrated(results_dir)
+    names = list(dict.fromkeys(["cell_id", "config_hash", *columns])) if columns else None
+    cells = load_meta(results_dir)
+    frame = _done_only(_read_table(results_dir, EPISODES, episode_schema(), names), cells)
+    if meta:
+        extra = [c for c in cells.columns if c not in frame.columns or c in ("cell_id", "config_hash")]
+        frame = frame.merge(cells[extra], on=["cell_id", "config_hash"], how="left", validate="many_to_one")
+    if columns and not meta:
+        frame = frame[list(columns)]
+    return frame.reset_index(drop=True)
+
+
+def load_curves(results_dir: Path | str, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
+    """Every learning-curve point of every finished cell (long form: step, source, metric, value)."""
+    require_migrated(results_dir)
+    names = list(dict.fromkeys(["cell_id", "config_hash", *columns])) if columns else None
+    frame = _done_only(_read_table(results_dir, CURVES, curve_schema(), names), load_meta(results_dir))
+    return frame[list(columns)].reset_index(drop=True) if columns else frame
 
 
 def remove_stale_temp_files(results_dir: Path | str) -> int:
     """Delete temp files left by killed writers (their pid is gone). Returns how many."""
     removed = 0
-    for directory in (cells_dir(results_dir), Path(results_dir) / FAILURES):
+    for name in (EPISODES, CURVES, META, FAILURES, CELLS):
+        directory = Path(results_dir) / name
         if not directory.is_dir():
             continue
         for tmp in directory.glob(".*.tmp"):
@@ -399,3 +653,108 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# --- migration of the old one-table layout -------------------------------------------------------
+
+
+@dataclass
+class Migration:
+    migrated: list[str] = field(default_factory=list)
+    #: (file, reason) of old cell files left in place.
+    kept: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _legacy_tables(frame, path: Path) -> tuple[str, str, list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """(new cell id, config hash, episode rows, curve rows, meta row) of one old cell file."""
+    if frame.empty:
+        raise ValueError("no rows")
+    first = frame.iloc[0]
+    if frame["cell_id"].nunique() != 1 or frame["config_hash"].nunique() != 1:
+        raise ValueError("rows of more than one cell")
+    config = json.loads(first["config_json"] or "{}")
+    overrides = config.get("overrides") or {}
+    budget = str((config.get("budget") or {}).get("protocol") or "")
+    old_id = str(first["cell_id"])
+    tag = overrides_tag(overrides, config.get("budget"))
+    # the old ids had no overrides part: cells run with --set get theirs, as a new run would name them
+    new_id = old_id if not tag or old_id.endswith(f"__o-{tag}") else f"{old_id}__o-{tag}"
+    key = {
+        "cell_id": new_id, "task": first["task"], "suite": first["suite"], "algorithm": first["algorithm"],
+        "threshold": float(first["threshold"]), "seed": int(first["seed"]), "profile": first["profile"],
+        "feedback": first["feedback"], "budget": budget, "config_hash": str(first["config_hash"]),
+    }
+    episodes = []
+    for row in frame[frame["kind"] == "episode"].to_dict("records"):
+        out = {**key, **{k: row[k] for k in EPISODE_COLUMNS}}
+        for name in ("episode", "episode_seed", "length"):
+            out[name] = int(out[name])
+        episodes.append(out)
+    curves = []
+    eval_names = {"reward", "cost", "normalized_reward", "normalized_cost", "episode_length"}
+    for step, points in frame[frame["kind"] == "curve"].groupby("step", sort=False):
+        # an evaluation logged {reward, cost, normalized_*, episode_length} at its step; a training
+        # row at the same step never holds normalized_* (EvalResult.summary() is the only source)
+        metrics = set(points["metric"])
+        is_eval_step = bool(metrics & set(EVAL_METRICS))
+        for row in points.to_dict("records"):
+            source = "eval" if is_eval_step and row["metric"] in eval_names else "train"
+            curves.append({**key, "step": int(step), "source": source, "metric": row["metric"], "value": float(row["value"])})
+    train_seconds = float(first["train_seconds"]) if first["train_seconds"] == first["train_seconds"] else 0.0
+    meta = {
+        **key,
+        "overrides_json": to_json(overrides),
+        **{name: first[name] for name in (
+            "config_json", "versions_json", "git_commit", "git_dirty", "device", "hostname", "finished_at",
+            "wall_seconds", "train_seconds", "dataset_path", "dataset_hash", "feedback_provenance_json", "info_json")},
+        "steps": int(first["steps"]),
+        "steps_this_process": 0,  # unknown in the old layout
+        "steps_per_second": None if first["steps_per_second"] != first["steps_per_second"] else float(first["steps_per_second"]),
+        "episodes": len(episodes),
+        "curve_points": len(curves),
+        "migrated_from": f"{CELLS}/{path.name}",
+    }
+    meta["train_seconds"] = train_seconds
+    meta["git_dirty"] = bool(meta["git_dirty"]) if meta["git_dirty"] is not None else False
+    return new_id, key["config_hash"], episodes, curves, meta
+
+
+def migrate(results_dir: Path | str) -> Migration:
+    """Convert ``cells/*.parquet`` (the old one-table layout) into episodes/, curves/ and meta/.
+
+    Per cell: the three new files are written (meta last, atomically), then the old file is
+    removed. Running it again continues where a killed run stopped (a cell whose new meta file
+    already holds its config hash only loses its old file). An old file that cannot be read, or of
+    a cell stored meanwhile by a newer run (another config hash; the newer run is left as it is),
+    is never deleted: it is moved to ``cells-unmigrated/`` and named in ``kept``.
+    """
+    import pyarrow.parquet as pq
+
+    report = Migration()
+
+    def keep(path: Path, reason: str) -> None:
+        aside = Path(results_dir) / UNMIGRATED / path.name
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, aside)
+        report.kept.append((str(aside), reason))
+
+    for path in legacy_cells(results_dir):
+        try:
+            frame = pq.read_table(path, schema=_legacy_schema()).to_pandas()
+            cell_id, hash_, episodes, curves, meta = _legacy_tables(frame, path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable old file is kept, never deleted
+            keep(path, f"not readable as an old cell file: {type(exc).__name__}: {exc}")
+            continue
+        current = _meta_hash(meta_path(results_dir, cell_id))
+        if current is not None and current != hash_:
+            keep(path, f"cell {cell_id} is stored by a newer run (config {current}); the old file is kept aside")
+            continue
+        if current is None:
+            _write_tables(results_dir, cell_id, hash_, episodes, curves, meta)
+        if _meta_hash(meta_path(results_dir, cell_id)) == hash_:
+            path.unlink()
+            report.migrated.append(cell_id)
+    directory = Path(results_dir) / CELLS
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+    return report

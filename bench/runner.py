@@ -187,7 +187,10 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     else:
         tag = "none"
     budget = dict(spec.budget)
-    key = store.CellKey(task.name, name, threshold, int(spec.seed), profile.name, tag, str(budget.get("protocol") or ""))
+    key = store.CellKey(
+        task.name, name, threshold, int(spec.seed), profile.name, tag, str(budget.get("protocol") or ""),
+        overrides=store.overrides_tag(algo_overrides, budget),
+    )
     # The device is part of the config: budgets capped on CPU differ from a GPU run of the same cell,
     # so a GPU rerun must not be skipped as done.
     device = resolve_device(spec.device)
@@ -462,6 +465,7 @@ def _evaluate_and_store(
         wall_seconds=time.perf_counter() - started,
         train_seconds=float(train_seconds),
         steps=int(output.steps),
+        steps_this_process=int(getattr(output, "steps_this_process", 0) or 0),
         dataset_path=str(cell.dataset_path),
         dataset_hash=cell.dataset_hash,
         feedback_provenance=provenance,

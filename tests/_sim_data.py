@@ -92,6 +92,7 @@ class LinearBC(Algorithm):
             weights, best, step = saved["weights"], saved["best"], int(saved["step"])
             best_key = tuple(saved["best_key"])
             curve = json.loads(str(saved["curve"]))
+        resumed_from = step
         started = time.perf_counter()
         scale = 1.0 / (np.abs(x).max(axis=0) ** 2 + 1.0)  # per-feature step sizes keep GD stable
         profile = spec.profile
@@ -126,6 +127,7 @@ class LinearBC(Algorithm):
             info={"final_loss": float(np.mean((x @ weights - target) ** 2))},
             steps=step,
             train_seconds=time.perf_counter() - started,
+            steps_this_process=step - resumed_from,
         )
 
 
@@ -148,7 +150,6 @@ def episode_scores(results_dir: Path):  # type: ignore[no-untyped-def]
     from bench import results as store
 
     frame = store.load_results(results_dir)
-    frame = frame[frame["kind"] == "episode"]
     cols = ["cell_id", "checkpoint", "episode", "normalized_reward", "normalized_cost"]
     return frame[cols].sort_values(["cell_id", "checkpoint", "episode"]).reset_index(drop=True)
 

@@ -119,7 +119,7 @@ def test_batched_group_stores_what_single_cells_store(sim_dataset_path, tmp_path
     assert (vec[["cell_id", "checkpoint", "episode"]] == one[["cell_id", "checkpoint", "episode"]]).all().all()
     assert vec["normalized_reward"].to_numpy() == pytest.approx(one["normalized_reward"].to_numpy(), rel=1e-5, abs=1e-6)
     assert vec["normalized_cost"].to_numpy() == pytest.approx(one["normalized_cost"].to_numpy(), rel=1e-5, abs=1e-6)
-    infos = {d: [json.loads(v) for v in store.load_results(tmp_path / d).groupby("cell_id")["info_json"].first()]
+    infos = {d: [json.loads(v) for v in store.load_meta(tmp_path / d).groupby("cell_id")["info_json"].first()]
              for d in ("vec", "one")}
     assert [i["ensemble_size"] for i in infos["vec"]] == [3, 3, 3] and [i["ensemble_size"] for i in infos["one"]] == [1, 1, 1]
     if algo == "bc-safe":

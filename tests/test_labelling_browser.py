@@ -85,8 +85,8 @@ def test_label_in_the_browser_kill_restart_resume_and_train(tmp_path):
         capture_output=True, text=True, timeout=540,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    cells = pd.read_parquet(results / "cells")
-    assert cells["cell_id"].nunique() == 1  # one cell (a row per evaluation episode and checkpoint)
+    cells = pd.read_parquet(results / "meta")
+    assert len(cells) == 1  # one cell (one meta row per cell)
     provenance = json.loads(cells["feedback_provenance_json"].iloc[0])
     assert provenance["source"] == "file" and provenance["num_pairs"] == 5 and provenance["num_safety_labels"] == 5
     assert provenance["annotators"] == ["tester"]

@@ -32,7 +32,7 @@ def spec(dataset, **kw) -> CellSpec:
 def test_run_cell_stores_evaluated_cell_and_skips_rerun(sim_dataset_path, tmp_path):
     outcome = run_cell(spec(sim_dataset_path), tmp_path)
     assert outcome.status == "done" and outcome.path.is_file()
-    frame = store.load_results(tmp_path)
+    frame = store.load_results(tmp_path, meta=True)
     final = frame[frame["checkpoint"] == "final"]
     assert len(final) == 4  # the smoke profile's eval_episodes
     assert final["length"].eq(100).all()  # real BallRun episodes
@@ -43,6 +43,16 @@ def test_run_cell_stores_evaluated_cell_and_skips_rerun(sim_dataset_path, tmp_pa
     assert again.status == "skipped"
     changed = run_cell(spec(sim_dataset_path, overrides=(("lr", 0.1),)), tmp_path)
     assert changed.status == "done", "a different config must not be skipped"
+    other = run_cell(spec(sim_dataset_path, overrides=(("lr", 0.2),)), tmp_path)
+    # --set runs are stored side by side, each under its own id; the plain cell keeps its old id
+    ids = {outcome.cell_id, changed.cell_id, other.cell_id}
+    assert len(ids) == 3 and outcome.cell_id == "BallRun__linear-bc__k20__s0__smoke__none"
+    assert changed.cell_id.startswith(outcome.cell_id + "__o-") and len(changed.cell_id) == len(outcome.cell_id) + 12
+    meta = store.load_meta(tmp_path)
+    assert set(meta["cell_id"]) == ids and len(meta) == 3
+    episodes = store.load_results(tmp_path)
+    assert episodes.groupby("cell_id").size().to_dict() == {i: len(frame) for i in ids}
+    assert run_cell(spec(sim_dataset_path, overrides=(("lr", 0.1),)), tmp_path).status == "skipped"
 
 
 def test_same_seed_same_numbers_other_seed_differs(sim_dataset_path, tmp_path):
@@ -69,6 +79,10 @@ def test_killed_run_resumes_to_identical_numbers(sim_dataset_path, tmp_path):
     resumed = run_cell(spec(sim_dataset_path), tmp_path / "killed", on_log=lambda s, m: seen.append(s))
     assert seen[0] == 150, "the trainer must resume from the step-100 checkpoint"
     assert resumed.summary == uninterrupted.summary
+    # steps/s of the resumed run: the 200 steps this process ran over this process's seconds
+    meta = store.load_meta(tmp_path / "killed").iloc[0]
+    assert meta["steps"] == 300 and meta["steps_this_process"] == 200
+    assert meta["steps_per_second"] == pytest.approx(200 / meta["train_seconds"])
 
 
 def test_stale_checkpoint_of_another_config_is_discarded(sim_dataset_path, tmp_path):
@@ -127,7 +141,7 @@ def test_feedback_learner_gets_feedback_view_not_ground_truth(sim_dataset_path, 
     assert len(BUILT) == 1, "the feedback settings are built once per cell (by resolve)"
     assert calls == [dict(task="BallRun", threshold=20.0, seed=0, num_queries=7, cache_dir=tmp_path / "feedback",
                           settings=FakeSettings(flip_probability=0.1), labels_file=None)]
-    frame = store.load_results(tmp_path)
+    frame = store.load_results(tmp_path, meta=True)
     assert frame["feedback"].iloc[0].startswith("q7-")
     assert '"source":"fake"' in frame["feedback_provenance_json"].iloc[0] and '"view":true' in frame["feedback_provenance_json"].iloc[0]
     assert '"num_pairs":7' in frame["info_json"].iloc[0]  # the learner got the view
@@ -157,7 +171,8 @@ def test_cli_run_smoke_prints_result_table(sim_dataset_path, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "norm. reward" in result.output and "final" in result.output and "steps/s" in result.output
-    assert list((tmp_path / "cells").glob("BallRun__linear-bc__k20__s3__smoke__none.parquet"))
+    for table in ("episodes", "curves", "meta"):
+        assert (tmp_path / table / "BallRun__linear-bc__k20__s3__smoke__none.parquet").is_file()
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "already stored" in again.output
 
@@ -192,3 +207,14 @@ def test_a_cell_running_elsewhere_is_not_trained_twice(sim_dataset_path, tmp_pat
         with pytest.raises(BenchError, match="another process"):
             run_cell(spec(sim_dataset_path), tmp_path)
     assert run_cell(spec(sim_dataset_path), tmp_path).status == "done"
+
+
+def test_a_store_of_the_old_layout_is_refused_until_migrated(sim_dataset_path, tmp_path, capsys):
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "BallRun__linear-bc__k20__s0__smoke__none.parquet").write_bytes(b"PAR1")
+    with pytest.raises(BadInput, match="presa-bench results migrate"):
+        run_cell(spec(sim_dataset_path), tmp_path)  # never retrains what the old store holds
+    code = main(["run", "--task", "BallRun", "--algo", "linear-bc", "--profile", "smoke", "--dataset", str(sim_dataset_path),
+                 "--results", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "results migrate" in err and err.strip().count("\n") == 0

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -102,7 +103,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_every_cell_exactly_once(sim_dataset_
             "--seeds", "0,1", "--profile", "smoke", "--dataset", str(sim_dataset_path), "--results", str(results),
             "--workers", "2", "--device", "cpu", "--set", "sleep=0.004"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    cells = results / "cells"
+    cells = results / "meta"  # the meta file is written last: a cell is done when it is there
     deadline = time.time() + 120
     while time.time() < deadline and len(list(cells.glob("*.parquet"))) < 2:
         time.sleep(0.05)
@@ -115,13 +116,15 @@ def test_sigkill_mid_sweep_then_rerun_gives_every_cell_exactly_once(sim_dataset_
     assert f"{len(before)} already done" in rerun.stdout
     files = sorted(cells.glob("*.parquet"))
     assert len(files) == 6
-    for f in files:
-        pq.read_table(f)  # every file is a complete parquet file
+    for table in ("episodes", "curves", "meta"):
+        for f in sorted((results / table).glob("*.parquet")):
+            pq.read_table(f)  # every file is a complete parquet file
     for name, mtime in before.items():
         assert (cells / name).stat().st_mtime_ns == mtime, f"finished cell {name} was rerun"
     frame = store.load_results(results)
     assert frame.groupby("cell_id").size().tolist() == [4] * 6  # each cell exactly once (4 smoke episodes)
-    assert not list(cells.glob(".*.tmp")) and not list(results.glob("failures/*.json"))
+    assert len(pd.read_parquet(results / "episodes")) == 6 * 4  # orphans of the killed cells were overwritten
+    assert not list(results.glob("*/.*.tmp")) and not list(results.glob("failures/*.json"))
 
 
 def test_submitit_local_executor_runs_two_cell_grid(sim_dataset_path, tmp_path, monkeypatch):
@@ -131,7 +134,7 @@ def test_submitit_local_executor_runs_two_cell_grid(sim_dataset_path, tmp_path, 
     summary = sweeps.run_sweep(cfg, tmp_path)
     assert (summary.counts.done, summary.counts.failed) == (1, 1)
     failed = summary.failures[0]
-    assert failed.cell_id.endswith("s1__smoke__none") and "told to fail" in failed.error
+    assert "s1__smoke__none__o-" in failed.cell_id and "told to fail" in failed.error  # --set fail_seed names the cell
     assert store.load_results(tmp_path)["seed"].unique().tolist() == [0]
     assert list((tmp_path / "submitit").rglob("*.out")), "submitit logs are kept with the results"
 

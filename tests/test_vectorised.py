@@ -37,7 +37,7 @@ def test_vectorised_group_stores_same_episodes_as_single_cells(sim_dataset_path,
     presa_cls = __import__("presa.algorithm", fromlist=["PreSa"]).PreSa
     specs = group(sim_dataset_path, device)
     vec, one = run_group_and_alone(monkeypatch, presa_cls, specs, tmp_path)
-    sizes = lambda d: {json.loads(v)["ensemble_size"] for v in store.load_results(d)["info_json"]}  # noqa: E731
+    sizes = lambda d: {json.loads(v)["ensemble_size"] for v in store.load_meta(d)["info_json"]}  # noqa: E731
     assert sizes(tmp_path / "vec") == {3} and sizes(tmp_path / "one") == {1}
     assert (vec[["cell_id", "checkpoint", "episode"]] == one[["cell_id", "checkpoint", "episode"]]).all().all()
     assert vec["normalized_reward"].to_numpy() == pytest.approx(one["normalized_reward"].to_numpy(), rel=1e-5, abs=1e-6)
@@ -82,7 +82,7 @@ def test_sweep_vectorise_groups_pending_cells_and_resumes(sim_dataset_path, tmp_
     assert first.exit_code == 0, first.output
     assert "2 run" in first.output
     # Both cells were trained as one batch of 2 (PreSa records its ensemble size per cell).
-    info = store.load_results(tmp_path).groupby("cell_id")["info_json"].first()
+    info = store.load_meta(tmp_path).groupby("cell_id")["info_json"].first()
     assert len(info) == 2 and all(json.loads(row)["ensemble_size"] == 2 for row in info)
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "2 already done" in again.output

@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
             outcome = run_cell(spec, results, force=force, on_log=on_log, resolved=cell)
         if outcome.status == "skipped":
             out.print(f"already stored with the same config: {outcome.path} (use --force to rerun)")
-        frame = store.load_results(results)
+        frame = store.load_results(results, meta=True)
         frame = frame[frame["cell_id"] == cell.key.cell_id]
         out.print(result_table(frame, f"{cell.task.name}, {cell.key.algorithm}, kappa {cell.threshold:g}, seed {cell.key.seed} ({cell.profile.name})"))
         first = frame.iloc[0]
