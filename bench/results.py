@@ -225,14 +225,20 @@ def checkpoint_dir(results_dir: Path | str, key: CellKey) -> Path:
     return Path(results_dir) / CHECKPOINTS / key.cell_id
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a hidden temp file in the same directory, fsync, then os.replace."""
+def atomic_write_bytes(path: Path, data: bytes, crash_point: str | None = None) -> None:
+    """Write to a hidden temp file in the same directory, fsync, then os.replace.
+
+    ``crash_point`` names the moment between the two for crash injection (bench.faults)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    if crash_point:
+        from bench.faults import crash_point as reach
+
+        reach(crash_point)
     os.replace(tmp, path)
 
 
@@ -303,7 +309,7 @@ def write_cell(results_dir: Path | str, record: CellRecord) -> Path:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     path = cell_path(results_dir, record.key)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    atomic_write_bytes(path, sink.getvalue().to_pybytes(), crash_point="write")
     failure = Path(results_dir) / FAILURES / f"{record.key.cell_id}.json"
     failure.unlink(missing_ok=True)
     return path
@@ -375,18 +381,21 @@ def load_curves(results_dir: Path | str):  # type: ignore[no-untyped-def]
 
 
 def remove_stale_temp_files(results_dir: Path | str) -> int:
-    """Delete temp files left by killed writers (their pid is gone). Returns how many."""
+    """Delete the temp files of `atomic_write_bytes` (``.<name>.<pid>.tmp``) anywhere under the
+    store whose writer is gone (killed mid-write). Returns how many."""
     removed = 0
-    for directory in (cells_dir(results_dir), Path(results_dir) / FAILURES):
-        if not directory.is_dir():
-            continue
-        for tmp in directory.glob(".*.tmp"):
+    if not Path(results_dir).is_dir():
+        return 0
+    for root, _, names in os.walk(results_dir):
+        for name in names:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
             try:
-                pid = int(tmp.name.rsplit(".", 2)[-2])
+                pid = int(name.rsplit(".", 2)[-2])
             except (ValueError, IndexError):
                 continue
             if pid != os.getpid() and not _pid_alive(pid):
-                tmp.unlink(missing_ok=True)
+                (Path(root) / name).unlink(missing_ok=True)
                 removed += 1
     return removed
 

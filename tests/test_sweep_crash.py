@@ -1,0 +1,188 @@
+"""Sweeps that survive: kill -9 of the sweep at chosen and random moments, Ctrl-C, SIGTERM.
+
+Each sweep runs the CLI in a subprocess in its own session (its workers share the session id, even
+once reparented to init), on a 4-cell grid of the slow test algorithm (tests/_sim_data.py, a sleep
+per step). Moments: random times during training (kill -9 from here, times drawn from a seeded RNG)
+and the exact points injected with PRESA_BENCH_CRASH_AT (bench.faults): the final evaluation and the
+cell's file write (temp written, not renamed). After every kill no process of the sweep may be left;
+after the last, a plain rerun must exit 0 and leave every cell stored exactly once, readable, with
+its episode rows, and no temp file anywhere in the store. Assertions go through bench.results, not
+the store's directory names.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import _sim_data
+from bench import results as store
+from bench import sweep as sweeps
+from bench.faults import ENV as CRASH_ENV
+from bench.profiles import get_profile
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find surviving workers"),
+]
+
+TESTS = Path(__file__).resolve().parent
+DRIVER = """
+import sys
+sys.path.insert(0, {tests!r})
+import bench, _sim_data
+from bench import algorithms
+algorithms.REGISTRY.update(_sim_data.TEST_ALGORITHMS)
+from bench.cli import main
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+"""
+SLEEP = 0.01  # seconds per step: a smoke cell (300 steps) trains for about 3 s
+
+
+@pytest.fixture(autouse=True)
+def _test_algorithms(monkeypatch):
+    _sim_data.register(monkeypatch)
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``: the sweep and its workers, orphaned or not."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, _pgrp, session = stat[stat.rindex(")") + 2 :].split()[:4]
+        if int(session) == sid and state not in ("Z", "X"):
+            alive.append(int(entry))
+    return alive
+
+
+def assert_none_survive(sid: int, what: str) -> None:
+    deadline = time.monotonic() + 20  # dying workers need a moment; survivors stay forever
+    while session_processes(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = session_processes(sid)
+    assert not left, f"{what}: processes of the sweep survived it: {left}"
+
+
+class Sweep:
+    def __init__(self, tmp_path: Path, dataset: Path) -> None:
+        self.results = tmp_path / "results"
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir()
+        driver = tmp_path / "driver.py"
+        driver.write_text(DRIVER.format(tests=str(TESTS)))
+        self.argv = [
+            sys.executable, str(driver), "sweep", "--tasks", "BallRun", "--algos", "linear-bc", "--thresholds", "10,20",
+            "--seeds", "0,1", "--profile", "smoke", "--dataset", str(dataset), "--results", str(self.results),
+            "--workers", "2", "--device", "cpu", "--set", f"sleep={SLEEP}",
+        ]
+        config = sweeps.SweepConfig(
+            tasks=["BallRun"], algorithms=["linear-bc"], thresholds=[10.0, 20.0], seeds=[0, 1], profile="smoke",
+            dataset=str(dataset), device="cpu", overrides={"all": {"sleep": SLEEP}},
+        )
+        self.cells = [p.resolved for p in sweeps.plan(sweeps.expand(config), self.results)]
+        self.runs = 0
+
+    def start(self, crash_at: str | None = None) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+        if crash_at:
+            env[CRASH_ENV] = crash_at
+        self.runs += 1
+        out = open(self.logs / f"{self.runs}.out", "w")
+        err = open(self.logs / f"{self.runs}.err", "w")
+        return subprocess.Popen(self.argv, stdout=out, stderr=err, env=env, start_new_session=True)
+
+    def stderr(self) -> str:
+        return (self.logs / f"{self.runs}.err").read_text()
+
+    def stored(self) -> int:
+        return sum(store.is_done(self.results, c.key, c.config_hash) for c in self.cells)
+
+    def checkpoints(self) -> dict[Path, int]:
+        state = {}
+        for cell in self.cells:
+            for f in store.checkpoint_dir(self.results, cell.key).glob("[!.]*"):  # not the writers' temp files
+                try:
+                    state[f] = f.stat().st_mtime_ns
+                except FileNotFoundError:
+                    pass
+        return state
+
+    def temp_files(self) -> list[Path]:
+        return [p for p in self.results.rglob(".*.tmp")] if self.results.is_dir() else []
+
+    def wait_training(self, proc: subprocess.Popen, since: dict[Path, int]) -> None:
+        """Until this run has written a checkpoint (a worker is training), given those before it."""
+        deadline = time.monotonic() + 180
+        while self.checkpoints().items() <= since.items() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the sweep ended before training: {self.stderr()}"
+
+
+def test_kill_9_at_random_and_injected_moments_then_rerun_stores_every_cell_exactly_once(sim_dataset_path, tmp_path):
+    sweep = Sweep(tmp_path, sim_dataset_path)
+    rng = random.Random(13)
+    for moment in ("random", "evaluate:1", "write:1", "random"):
+        before = sweep.stored()
+        assert before < len(sweep.cells), "the grid finished before every moment was tried"
+        if moment == "random":
+            since = sweep.checkpoints()
+            proc = sweep.start()
+            sweep.wait_training(proc, since)
+            time.sleep(rng.uniform(0.0, 3.0))
+            os.kill(proc.pid, signal.SIGKILL)  # the sweep only: its workers must follow by themselves
+        else:
+            proc = sweep.start(crash_at=moment)  # a worker kills the sweep with SIGKILL at that point
+        assert proc.wait(timeout=300) == -signal.SIGKILL, f"{moment}: {sweep.stderr()}"
+        assert_none_survive(proc.pid, moment)
+        if moment == "write:1":
+            assert sweep.temp_files(), "the kill must land between the temp write and the rename"
+            assert sweep.stored() == before, "a cell killed mid-write is not stored"
+        if moment == "evaluate:1":
+            assert sweep.stored() == before
+    proc = sweep.start()
+    assert proc.wait(timeout=600) == 0, sweep.stderr()
+    assert_none_survive(proc.pid, "a finished sweep")
+    assert sweep.stored() == len(sweep.cells)
+    assert not sweep.temp_files() and not store.load_failures(sweep.results)
+    frame = store.load_results(sweep.results)
+    episodes = get_profile("smoke").eval_episodes  # linear-bc without online evaluation stores the final policy only
+    assert sorted(frame["cell_id"].unique()) == sorted(c.key.cell_id for c in sweep.cells)
+    assert frame.groupby("cell_id").size().tolist() == [episodes] * len(sweep.cells)  # once each, complete
+    assert (frame.groupby("cell_id")["episode"].nunique() == episodes).all()
+
+
+def test_ctrl_c_and_sigterm_stop_cleanly_and_say_how_to_resume(sim_dataset_path, tmp_path):
+    sweep = Sweep(tmp_path, sim_dataset_path)
+    for how, code in (("ctrl-c", 130), ("sigterm", 143)):
+        since = sweep.checkpoints()
+        proc = sweep.start()
+        sweep.wait_training(proc, since)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # Slurm / kill: the sweep only
+        assert proc.wait(timeout=120) == code, sweep.stderr()
+        assert_none_survive(proc.pid, how)
+        stored = sweep.stored()
+        lines = [line for line in sweep.stderr().splitlines() if "interrupted" in line]
+        assert lines == [
+            f"interrupted: {stored} cells stored, {len(sweep.cells) - stored} left; rerun the same command to resume"
+        ], sweep.stderr()
+        assert "Traceback" not in sweep.stderr()
+        assert not store.load_failures(sweep.results), "an interrupted cell is not a failed cell"
+    proc = sweep.start()
+    assert proc.wait(timeout=600) == 0, sweep.stderr()
+    assert sweep.stored() == len(sweep.cells) and not sweep.temp_files()
