@@ -28,10 +28,7 @@ from bench import sweep as sweeps
 from bench.faults import ENV as CRASH_ENV
 from bench.profiles import get_profile
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find surviving workers"),
-]
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find surviving workers")
 
 TESTS = Path(__file__).resolve().parent
 DRIVER = """
@@ -68,16 +65,106 @@ def session_processes(sid: int) -> list[int]:
     return alive
 
 
+def kill_session(sid: int) -> None:
+    for pid in session_processes(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def assert_none_survive(sid: int, what: str) -> None:
     deadline = time.monotonic() + 20  # dying workers need a moment; survivors stay forever
     while session_processes(sid) and time.monotonic() < deadline:
         time.sleep(0.1)
     left = session_processes(sid)
+    kill_session(sid)  # a failing test leaves no orphans behind either
     assert not left, f"{what}: processes of the sweep survived it: {left}"
 
 
+@pytest.fixture
+def sessions():
+    """Session ids of the sweeps a test starts; whatever is left of them is killed at teardown."""
+    started: list[int] = []
+    yield started
+    for sid in started:
+        kill_session(sid)
+
+
+CHILD = """
+import sys, time
+from bench.sweep import die_with_parent
+die_with_parent(int(sys.argv[1]))
+print("armed", flush=True)
+time.sleep(60)
+"""
+PARENT = """
+import os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid())], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "armed"
+print(child.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_die_with_parent_kills_the_child_when_its_parent_is_killed():
+    parent = subprocess.run(
+        [sys.executable, "-c", PARENT, CHILD], capture_output=True, text=True, timeout=120, start_new_session=True
+    )
+    assert parent.returncode == -signal.SIGKILL, parent.stderr
+    child = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survived = _alive(child)
+    if survived:
+        os.kill(child, signal.SIGKILL)
+    assert not survived, "the child outlived its killed parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] not in "ZX"
+
+
+def test_die_with_parent_exits_at_once_if_the_parent_is_already_gone():
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, "1"], capture_output=True, text=True, timeout=120  # pid 1 is not its parent
+    )
+    assert child.returncode == -signal.SIGKILL and "armed" not in child.stdout
+
+
+def test_cell_lock_names_the_process_holding_it(tmp_path):
+    from bench.errors import BenchError
+    from bench.runner import _cell_lock
+
+    key = store.CellKey("BallRun", "linear-bc", 20.0, 0, "smoke")
+    with _cell_lock(tmp_path, key):
+        with pytest.raises(BenchError, match=f"is being run by another process \\(pid {os.getpid()}\\); wait for it"):
+            with _cell_lock(tmp_path, key):  # flock: a second open file conflicts, even in one process
+                pass
+    with _cell_lock(tmp_path, key):  # released
+        pass
+
+
+def test_stale_temp_files_are_removed_anywhere_in_the_store(tmp_path):
+    key = store.CellKey("BallRun", "linear-bc", 20.0, 0, "smoke")
+    dead = store.checkpoint_dir(tmp_path, key) / ".config_hash.txt.999999999.tmp"
+    also_dead = store.cell_path(tmp_path, key).with_name(f".{store.cell_path(tmp_path, key).name}.999999999.tmp")
+    live = store.checkpoint_dir(tmp_path, key) / f".model.pt.{os.getppid()}.tmp"  # the test runner's parent: alive
+    for path in (dead, also_dead, live):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    assert store.remove_stale_temp_files(tmp_path) == 2
+    assert not dead.exists() and not also_dead.exists() and live.exists()
+
+
 class Sweep:
-    def __init__(self, tmp_path: Path, dataset: Path) -> None:
+    def __init__(self, tmp_path: Path, dataset: Path, sessions: list[int]) -> None:
+        self.sessions = sessions
         self.results = tmp_path / "results"
         self.logs = tmp_path / "logs"
         self.logs.mkdir()
@@ -102,7 +189,9 @@ class Sweep:
         self.runs += 1
         out = open(self.logs / f"{self.runs}.out", "w")
         err = open(self.logs / f"{self.runs}.err", "w")
-        return subprocess.Popen(self.argv, stdout=out, stderr=err, env=env, start_new_session=True)
+        proc = subprocess.Popen(self.argv, stdout=out, stderr=err, env=env, start_new_session=True)
+        self.sessions.append(proc.pid)
+        return proc
 
     def stderr(self) -> str:
         return (self.logs / f"{self.runs}.err").read_text()
@@ -131,8 +220,9 @@ class Sweep:
         assert proc.poll() is None, f"the sweep ended before training: {self.stderr()}"
 
 
-def test_kill_9_at_random_and_injected_moments_then_rerun_stores_every_cell_exactly_once(sim_dataset_path, tmp_path):
-    sweep = Sweep(tmp_path, sim_dataset_path)
+@pytest.mark.slow
+def test_kill_9_at_random_and_injected_moments_then_rerun_stores_every_cell_exactly_once(sim_dataset_path, tmp_path, sessions):
+    sweep = Sweep(tmp_path, sim_dataset_path, sessions)
     rng = random.Random(13)
     for moment in ("random", "evaluate:1", "write:1", "random"):
         before = sweep.stored()
@@ -164,8 +254,9 @@ def test_kill_9_at_random_and_injected_moments_then_rerun_stores_every_cell_exac
     assert (frame.groupby("cell_id")["episode"].nunique() == episodes).all()
 
 
-def test_ctrl_c_and_sigterm_stop_cleanly_and_say_how_to_resume(sim_dataset_path, tmp_path):
-    sweep = Sweep(tmp_path, sim_dataset_path)
+@pytest.mark.slow
+def test_ctrl_c_and_sigterm_stop_cleanly_and_say_how_to_resume(sim_dataset_path, tmp_path, sessions):
+    sweep = Sweep(tmp_path, sim_dataset_path, sessions)
     for how, code in (("ctrl-c", 130), ("sigterm", 143)):
         since = sweep.checkpoints()
         proc = sweep.start()
