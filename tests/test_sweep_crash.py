@@ -209,6 +209,13 @@ class Sweep:
                     pass
         return state
 
+    def stored_files(self) -> dict[str, int]:
+        """cell id -> mtime of its stored file, for the cells stored so far."""
+        return {
+            c.key.cell_id: store.cell_path(self.results, c.key).stat().st_mtime_ns
+            for c in self.cells if store.is_done(self.results, c.key, c.config_hash)
+        }
+
     def temp_files(self) -> list[Path]:
         return [p for p in self.results.rglob(".*.tmp")] if self.results.is_dir() else []
 
@@ -224,14 +231,18 @@ class Sweep:
 def test_kill_9_at_random_and_injected_moments_then_rerun_stores_every_cell_exactly_once(sim_dataset_path, tmp_path, sessions):
     sweep = Sweep(tmp_path, sim_dataset_path, sessions)
     rng = random.Random(13)
-    for moment in ("random", "evaluate:1", "write:1", "random"):
+    # random: during training; evaluate:1 / write:1: injected; random+stored: once this run stored a cell
+    for moment in ("random", "evaluate:1", "write:1", "random+stored"):
         before = sweep.stored()
         assert before < len(sweep.cells), "the grid finished before every moment was tried"
-        if moment == "random":
+        if moment.startswith("random"):
             since = sweep.checkpoints()
             proc = sweep.start()
             sweep.wait_training(proc, since)
-            time.sleep(rng.uniform(0.0, 3.0))
+            deadline = time.monotonic() + 180
+            while moment == "random+stored" and sweep.stored() == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.5))
             os.kill(proc.pid, signal.SIGKILL)  # the sweep only: its workers must follow by themselves
         else:
             proc = sweep.start(crash_at=moment)  # a worker kills the sweep with SIGKILL at that point
@@ -242,10 +253,13 @@ def test_kill_9_at_random_and_injected_moments_then_rerun_stores_every_cell_exac
             assert sweep.stored() == before, "a cell killed mid-write is not stored"
         if moment == "evaluate:1":
             assert sweep.stored() == before
+    kept = sweep.stored_files()
+    assert kept, "some cell was stored before the last kill"
     proc = sweep.start()
     assert proc.wait(timeout=600) == 0, sweep.stderr()
     assert_none_survive(proc.pid, "a finished sweep")
     assert sweep.stored() == len(sweep.cells)
+    assert {cell: sweep.stored_files()[cell] for cell in kept} == kept, "a stored cell was run again"
     assert not sweep.temp_files() and not store.load_failures(sweep.results)
     frame = store.load_results(sweep.results)
     episodes = get_profile("smoke").eval_episodes  # linear-bc without online evaluation stores the final policy only
