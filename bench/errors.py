@@ -25,3 +25,12 @@ class DatasetError(BadInput):
 
 class FeedbackError(BadInput):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, with the line to print (`presa-bench sweep` prints it) and exit code 128 + signal."""
+
+    def __init__(self, signum: int = 2, message: str = "") -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum

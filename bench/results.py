@@ -365,9 +365,16 @@ def _stage_bytes(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a hidden temp file in the same directory, fsync, then os.replace."""
-    os.replace(_stage_bytes(path, data), path)
+def atomic_write_bytes(path: Path, data: bytes, crash_point: str | None = None) -> None:
+    """Write to a hidden temp file in the same directory, fsync, then os.replace.
+
+    ``crash_point`` names the moment between the two for crash injection (bench.faults)."""
+    tmp = _stage_bytes(path, data)
+    if crash_point:
+        from bench.faults import crash_point as reach
+
+        reach(crash_point)
+    os.replace(tmp, path)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -492,6 +499,9 @@ def _write_tables(
         )
     ]
     meta_bytes = _parquet_bytes([meta], meta_schema().with_metadata({HASH_KEY: config_hash_.encode()}))
+    from bench.faults import crash_point
+
+    crash_point("write")  # crash injection (bench.faults): staged, nothing renamed yet
     meta_file.unlink(missing_ok=True)  # from here until the new meta lands, the cell is not done
     for tmp, path in staged:
         os.replace(tmp, path)
@@ -628,19 +638,21 @@ def load_curves(results_dir: Path | str, columns: Iterable[str] | None = None): 
 
 
 def remove_stale_temp_files(results_dir: Path | str) -> int:
-    """Delete temp files left by killed writers (their pid is gone). Returns how many."""
+    """Delete the temp files of `atomic_write_bytes` (``.<name>.<pid>.tmp``) anywhere under the
+    store whose writer is gone (killed mid-write). Returns how many."""
     removed = 0
-    for name in (EPISODES, CURVES, META, FAILURES, CELLS):
-        directory = Path(results_dir) / name
-        if not directory.is_dir():
-            continue
-        for tmp in directory.glob(".*.tmp"):
+    if not Path(results_dir).is_dir():
+        return 0
+    for root, _, names in os.walk(results_dir):
+        for name in names:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
             try:
-                pid = int(tmp.name.rsplit(".", 2)[-2])
+                pid = int(name.rsplit(".", 2)[-2])
             except (ValueError, IndexError):
                 continue
             if pid != os.getpid() and not _pid_alive(pid):
-                tmp.unlink(missing_ok=True)
+                (Path(root) / name).unlink(missing_ok=True)
                 removed += 1
     return removed
 

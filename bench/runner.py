@@ -13,6 +13,7 @@ never leak into a new config).
 from __future__ import annotations
 
 import importlib
+import os
 import random
 import shutil
 import time
@@ -27,6 +28,7 @@ import numpy as np
 from bench import results as store
 from bench.devices import resolve_device, tune_cpu_allocator
 from bench.errors import BadInput, BenchError
+from bench.faults import crash_point
 from bench.interfaces import Algorithm, Policy, TrainInputs, TrainOutput, TrainSpec
 from bench.profiles import Profile, get_profile
 from bench.tasks import Task, get_task
@@ -359,11 +361,20 @@ def _cell_lock(results_dir: Path, key: store.CellKey) -> Iterator[None]:
 
     path = Path(results_dir) / store.CHECKPOINTS / f".{key.cell_id}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
+    with open(path, "a+") as handle:  # not "w": the holder's pid in the file must survive a failed try
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BenchError(f"cell {key.cell_id} is being run by another process; rerun when it is done") from None
+            handle.seek(0)
+            holder = handle.read().strip()
+            who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+            raise BenchError(
+                f"cell {key.cell_id} is being run by {who}; wait for it to finish (or stop it), then rerun"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
         try:
             yield
         finally:
@@ -377,6 +388,7 @@ def _run_locked(
         return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
     train_spec, inputs, provenance = _prepare_training(cell, results_dir, device, force, on_log)
     seed_everything(cell.key.seed)
+    crash_point("train")
     train_started = time.perf_counter()
     output: TrainOutput = cell.algorithm_cls().train(train_spec, inputs)
     train_seconds = output.train_seconds or (time.perf_counter() - train_started)
@@ -435,6 +447,7 @@ def _evaluate_and_store(
     """Evaluate the final (and best) policy on the cell's own seeds and write the cell's record."""
     from bench.evaluation import evaluate_policy
 
+    crash_point("evaluate")
     episodes: list[dict[str, Any]] = []
     summary: dict[str, dict[str, float]] = {}
     final = evaluate_policy(
@@ -528,6 +541,7 @@ def run_cells(
                 else:
                     running.append((cell, *_prepare_training(cell, results_dir, device, force, on_log)))
             if running:
+                crash_point("train")
                 train_started = time.perf_counter()
                 algorithm_cls = running[0][0].algorithm_cls
                 outputs = algorithm_cls.train_many([r[1] for r in running], [r[2] for r in running], ensemble_size=ensemble_size)

@@ -11,20 +11,30 @@
   on; results are written atomically (bench.results), so Ctrl-C or kill -9 loses only the cells that
   were running, and a rerun of the same command resumes (trainers resume from their checkpoints).
   submitit reports a raised job as FINISHED: its failures are detected from ``result()`` raising.
+- Workers die with the sweep: each pool worker asks the kernel for SIGKILL when its parent dies
+  (Linux PR_SET_PDEATHSIG; elsewhere a thread watching the parent pid), so a kill -9 of the sweep
+  leaves no orphan training on and holding its cell's lock. Ctrl-C and SIGTERM (Slurm, `kill`)
+  cancel the pending cells, kill the workers and end the sweep with one line, "interrupted: N cells
+  stored, M left; rerun the same command to resume" (exit 130, SIGTERM 143). Workers ignore SIGINT:
+  the terminal's Ctrl-C reaches the whole process group, and stopping them is the parent's job.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bench import results as store
-from bench.errors import BadInput, DatasetError
+from bench.errors import BadInput, DatasetError, Interrupted
 from bench.runner import (
     CellOutcome,
     CellSpec,
@@ -350,9 +360,58 @@ def group_cells(todo: list[PlannedCell]) -> list[list[PlannedCell]]:
     return list(groups.values())
 
 
-def _init_worker() -> None:
+#: prctl option: the signal the kernel sends this process when its parent (thread) dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process die (SIGKILL) when ``parent_pid``, its parent, dies, even by kill -9.
+
+    Linux: prctl(PR_SET_PDEATHSIG, SIGKILL); then, for the race where the parent died before the
+    prctl (the child is already reparented), compare getppid with the pid the parent gave. The
+    death signal follows the parent THREAD that forked the child: the pool's workers are started by
+    the thread that submits and waits on the sweep's cells (`_run_local`), which outlives them.
+    Elsewhere (no prctl): a daemon thread polls getppid once a second.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if not armed:
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
+    """Process-pool worker setup: one math thread, Ctrl-C left to the parent, death with the parent."""
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+
+
+def _kill_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pool's pending work and kill its workers now (their cells resume from checkpoints)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _units(todo: list[PlannedCell], vectorise: bool) -> list[list[PlannedCell]]:
@@ -386,7 +445,10 @@ def _run_local(
 
     outcomes: list[CellOutcome] = []
     units = _units(todo, vectorise)
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(units)), mp_context=mp.get_context("spawn"), initializer=_init_worker)
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(units)), mp_context=mp.get_context("spawn"),
+        initializer=_init_worker, initargs=(os.getpid(),),
+    )
     futures: dict[Future, list[PlannedCell]] = {
         pool.submit(*_submit_args(unit, results_dir, vectorise, ensemble_size)): unit for unit in units
     }
@@ -405,8 +467,9 @@ def _run_local(
                     _count(counts, outcome)
             counts.running = sum(1 for f in pending if f.running())
             update(counts)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # Ctrl-C, SIGTERM: no worker may go on training
+        with _signals_ignored():
+            _kill_pool(pool)
         raise
     pool.shutdown(wait=True)
     return outcomes
@@ -485,8 +548,60 @@ def prepare_sweep(config: SweepConfig, results_dir: Path | str = "results", cell
     return PreparedSweep(config, results_dir, plan(cells, results_dir))
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C / SIGTERM must not cut the clean-up of the first short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Interrupted` (a KeyboardInterrupt) in the sweep's main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, stop) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def execute_sweep(prepared: PreparedSweep, update: UpdateFn | None = None) -> SweepSummary:
-    """Run the cells left to run; finished ones are counted as skipped."""
+    """Run the cells left to run; finished ones are counted as skipped.
+
+    Ctrl-C / SIGTERM: the workers are killed and `Interrupted` is raised, its message counting the
+    grid's cells stored (read back from the store) and left."""
+    try:
+        with _stop_on_signals():
+            return _execute(prepared, update)
+    except KeyboardInterrupt as exc:
+        with _signals_ignored():
+            stored = sum(store.is_done(prepared.results_dir, p.resolved.key, p.resolved.config_hash) for p in prepared.planned)
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        left = len(prepared.planned) - stored
+        raise Interrupted(
+            signum, f"interrupted: {stored} cells stored, {left} left; rerun the same command to resume"
+        ) from None
+
+
+def _execute(prepared: PreparedSweep, update: UpdateFn | None = None) -> SweepSummary:
     started = time.perf_counter()
     config, results_dir = prepared.config, prepared.results_dir
     planned = prepared.planned

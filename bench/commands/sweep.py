@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -77,6 +78,7 @@ def register(app: typer.Typer) -> None:
 
         from bench import sweep as sweeps
         from bench.console import console
+        from bench.errors import Interrupted
         from bench.runner import parse_overrides
 
         cfg = sweeps.load_sweep_config(config) if config is not None else sweeps.SweepConfig()
@@ -142,7 +144,12 @@ def register(app: typer.Typer) -> None:
                     status=f"done {counts.done}  running {counts.running}  [red]failed {counts.failed}[/]  skipped {counts.skipped}",
                 )
 
-            summary = sweeps.execute_sweep(prepared, update)
+            try:
+                summary = sweeps.execute_sweep(prepared, update)
+            except Interrupted as exc:  # Ctrl-C / SIGTERM: workers stopped; typer would exit 130 silently
+                progress.stop()
+                print(str(exc), file=sys.stderr, flush=True)
+                raise typer.Exit(exc.exit_code) from None
         c = summary.counts
         out.print(
             f"{c.total} cells: {c.done} run, {c.skipped} already done, {c.failed} failed "
