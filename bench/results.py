@@ -35,6 +35,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
+from bench.io import atomic_torch_save, atomic_write_bytes  # noqa: F401  (re-exported: the store's writers)
+
 CELLS = "cells"
 FAILURES = "failures"
 CHECKPOINTS = "checkpoints"
@@ -223,28 +225,6 @@ def cell_path(results_dir: Path | str, key: CellKey) -> Path:
 
 def checkpoint_dir(results_dir: Path | str, key: CellKey) -> Path:
     return Path(results_dir) / CHECKPOINTS / key.cell_id
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a hidden temp file in the same directory, fsync, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save made atomic (see atomic_write_bytes): checkpoints are never left half-written."""
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def _record_rows(record: CellRecord) -> list[dict[str, Any]]:
