@@ -462,7 +462,7 @@ def finish(
         info["resumed_from_step"] = result.resumed_from
     return TrainOutput(
         policy=policy, best_policy=best, curve=result.curve, info=info, steps=result.steps,
-        train_seconds=result.train_seconds,
+        train_seconds=result.train_seconds, steps_this_process=result.steps_this_process,
     )
 
 
