@@ -43,7 +43,7 @@ import bench  # noqa: F401  (compat patches before dsrl/osrl/fsrl)
 from bench import settings
 from bench.errors import BadInput
 from bench.interfaces import TrainOutput, TrainSpec
-from bench.results import atomic_torch_save
+from bench.io import atomic_torch_save
 from bench.tasks import Task
 
 log = logging.getLogger("baselines")
@@ -361,12 +361,14 @@ class TrainingLoop:
             self.curve.append({"step": step, **metrics})
             if self.spec.log:
                 self.spec.log(step, metrics)
-        if self.spec.evaluate and profile.eval_every and (step % profile.eval_every == 0 or step == total_steps):
+        if profile.eval_every and (step % profile.eval_every == 0 or step == total_steps):
+            from bench.training import evaluate_online
+
             if self.sync is not None:
                 self.sync()
             saved_rng = rng_state()
             policy = self.make_policy()
-            metrics = self.spec.evaluate(policy)
+            metrics = evaluate_online(policy, self.spec)
             set_rng_state(saved_rng)
             self.curve.append({"step": step, **metrics})
             key = selection_key(metrics)
@@ -424,7 +426,7 @@ def finish(
         info["resumed_from_step"] = result.resumed_from
     return TrainOutput(
         policy=policy, best_policy=best, curve=result.curve, info=info, steps=result.steps,
-        train_seconds=result.train_seconds,
+        train_seconds=result.train_seconds, steps_this_process=result.steps_this_process,
     )
 
 

@@ -31,6 +31,8 @@ from bench.tasks import Task
 
 #: Seeds of consecutive evaluation calls never overlap while episodes < this.
 SEED_STRIDE = 1000
+#: Environments stepped together in an evaluation (batched policy inference).
+EVAL_NUM_ENVS = 10
 
 
 class PolicyError(BenchError):

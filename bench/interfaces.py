@@ -1,8 +1,9 @@
 """The seams between the benchmark and the algorithms (see docs/architecture.md).
 
-Data flows one way: Dataset -> FeedbackView -> Algorithm.train -> Policy -> evaluation -> result
-record -> report. bench/ talks to every algorithm, PreSa included, only through `Algorithm`;
-it has no algorithm-specific branches.
+Data flows one way: Dataset -> FeedbackView -> Learner (trained by bench.training's one loop) ->
+Policy -> evaluation -> result record -> report. bench/ talks to every algorithm, PreSa included,
+only through `Algorithm` and the `Learner` it builds; it has no algorithm-specific branches.
+This module imports no other bench module at run time.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -33,11 +34,8 @@ class Policy(Protocol):
 # policy defines both methods. Markov policies implement only ``act``.
 
 
-#: Called by a trainer every log interval with (gradient step, scalar metrics).
+#: Called by the training loop every log interval with (gradient step, scalar metrics).
 LogFn = Callable[[int, dict[str, float]], None]
-#: Called by a trainer every eval interval with the current policy; returns evaluation metrics
-#: (normalized reward and cost...). The harness supplies it; a trainer may ignore it.
-EvalFn = Callable[[Policy], dict[str, float]]
 
 
 @dataclass
@@ -54,7 +52,6 @@ class TrainSpec:
     #: Algorithm config overrides (field name -> value) from the CLI/sweep.
     overrides: dict[str, Any] = field(default_factory=dict)
     log: LogFn | None = None
-    evaluate: EvalFn | None = None
 
 
 @dataclass
@@ -82,8 +79,63 @@ class TrainOutput:
     steps_this_process: int = 0
 
 
+class Learner(ABC):
+    """One model that trains ``members`` cells at once, one gradient step per `step` call.
+
+    The cells share config and data and differ in seed / threshold (hence feedback); most learners
+    have one member, PreSa's ensemble and batched BC have several. bench.training's loop owns
+    everything around the steps: interval means of the metrics, the learning curve, online
+    evaluation and best-policy selection, checkpoints and resume, throughput. A learner owns only
+    its model, its optimizers and its own RNGs.
+    """
+
+    #: Cells trained together (member e is the e-th spec given to `Algorithm.learner`).
+    members: int = 1
+    #: Gradient steps of the whole run.
+    total_steps: int
+    #: Steps after which the open log interval closes early, before the next step (a phase change,
+    #: e.g. the end of a warm-up: the next steps log other metrics).
+    phase_ends: tuple[int, ...] = ()
+
+    @abstractmethod
+    def step(self, step: int) -> Mapping[str, Any]:
+        """One gradient step (``step`` = steps done before it) -> metrics, each a per-member array of
+        shape (members,). Torch tensors may stay on the device: the loop sums them there and reads
+        them only at a log step; other values are summed in float64."""
+
+    @abstractmethod
+    def policies(self) -> list[Policy]:
+        """Each member's current policy, frozen (later steps never change it), with ``state_dict()``."""
+
+    @abstractmethod
+    def policy_from_state(self, member: int, state: Any) -> Policy:
+        """The policy whose ``state_dict()`` was ``state`` (the loop keeps the best policy as a state)."""
+
+    @abstractmethod
+    def state_dicts(self) -> list[dict[str, Any]]:
+        """Per member, everything later steps depend on (parameters, optimizer slots, own RNGs, ...),
+        as torch.save-able values; the global RNGs are the loop's to save."""
+
+    @abstractmethod
+    def load_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
+        """Inverse of `state_dicts` (one per member, all saved at the same step); raise
+        bench.errors.BenchError for a state of another config."""
+
+    def log_row(self, member: int, means: dict[str, float]) -> dict[str, float]:
+        """Member ``member``'s curve row at a log step, from its interval means (add phase, multipliers...)."""
+        return means
+
+    def info(self, member: int, curve: Sequence[dict[str, float]]) -> dict[str, Any]:
+        """Extra numbers for member ``member``'s result record, at the end of the run."""
+        return {}
+
+
 class Algorithm(ABC):
-    """An offline (safe) RL method runnable by `presa-bench run --algo NAME`."""
+    """An offline (safe) RL method runnable by `presa-bench run --algo NAME`.
+
+    bench.training.train / train_many train it: `learner` builds the model for a group of cells,
+    the loop runs it.
+    """
 
     #: CLI name, e.g. "presa", "bc-safe".
     name: ClassVar[str]
@@ -97,26 +149,14 @@ class Algorithm(ABC):
     def config_for(cls, spec: TrainSpec) -> Any:
         """The resolved config dataclass for this cell (defaults, per-suite values, profile, overrides)."""
 
-    @abstractmethod
-    def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
-        """Train within spec.profile's budget; checkpoint to spec.checkpoint_dir and resume from it."""
+    @classmethod
+    def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> Learner:
+        """A fresh learner whose members are these cells (at most `cells_per_learner` of them, same
+        config and data); raise bench.errors.BadInput for inputs it cannot train on."""
+        raise NotImplementedError(f"{cls.__name__} builds no Learner")
 
     @classmethod
-    def train_many(
-        cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs], ensemble_size: int | None = None
-    ) -> list[TrainOutput]:
-        """Train several cells that differ only in seed / threshold (hence feedback); one output per spec.
-
-        Optional hook for methods that can batch cells (e.g. PreSa trains them as one ensemble).
-        This default trains them one by one, exactly as ``cls().train(spec, inputs)`` would, and
-        ignores ``ensemble_size`` (how many cells one batch may hold; None = the method's choice).
-        """
-        if len(specs) != len(inputs_list):
-            raise ValueError("train_many needs one TrainInputs per TrainSpec")
-        from bench.runner import seed_everything  # lazy: the runner imports this module
-
-        outputs = []
-        for spec, inputs in zip(specs, inputs_list):
-            seed_everything(spec.seed)  # as the runner does before a single train(): same numbers
-            outputs.append(cls().train(spec, inputs))
-        return outputs
+    def cells_per_learner(cls, specs: Sequence[TrainSpec], requested: int | None) -> int:
+        """How many of these cells one learner may train together. ``requested``: the caller's cap
+        (``--ensemble-size``; None = the method's choice). Default: one cell per learner."""
+        return 1

@@ -176,10 +176,10 @@ def run_probe(dataset_path: Path | str, task: Any, settings: ProbeSettings | Non
 
     from bench.algorithms import get_algorithm
     from bench.data import load_dataset
-    from bench.evaluation import evaluate_policy
+    from bench.evaluation import EVAL_NUM_ENVS, evaluate_policy
     from bench.interfaces import TrainInputs, TrainSpec
     from bench.profiles import Profile
-    from bench.runner import EVAL_NUM_ENVS
+    from bench.training import train_many
 
     settings = settings or load_settings()
     settings.validate()
@@ -218,7 +218,7 @@ def run_probe(dataset_path: Path | str, task: Any, settings: ProbeSettings | Non
         if progress is not None:
             progress(f"training {roles[role]}: {len(cells)} model(s) x {settings.train_steps} steps"
                      + (" (its training does not read the threshold)" if shared else ""))
-        outputs = cls.train_many(specs, inputs)
+        outputs = train_many(cls, specs, inputs)
         for (k, s), output in zip(cells, outputs):
             result = evaluate_policy(output.policy, task, float(k), episodes=settings.eval_episodes, seed=int(s),
                                      num_envs=EVAL_NUM_ENVS)

@@ -45,6 +45,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
+from bench.io import atomic_torch_save, atomic_write_bytes, stage_bytes  # noqa: F401  (re-exported: the store's writers)
+
 EPISODES = "episodes"
 CURVES = "curves"
 META = "meta"
@@ -354,40 +356,6 @@ def checkpoint_dir(results_dir: Path | str, key: CellKey) -> Path:
     return Path(results_dir) / CHECKPOINTS / key.cell_id
 
 
-def _stage_bytes(path: Path, data: bytes) -> Path:
-    """Write data to a hidden temp file next to path (fsynced); returns the temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes, crash_point: str | None = None) -> None:
-    """Write to a hidden temp file in the same directory, fsync, then os.replace.
-
-    ``crash_point`` names the moment between the two for crash injection (bench.faults)."""
-    tmp = _stage_bytes(path, data)
-    if crash_point:
-        from bench.faults import crash_point as reach
-
-        reach(crash_point)
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save made atomic (see atomic_write_bytes): checkpoints are never left half-written."""
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
-
-
 def _key_row(record: CellRecord) -> dict[str, Any]:
     return {
         "cell_id": record.key.cell_id,
@@ -492,7 +460,7 @@ def _write_tables(
     and the meta file (the done marker) is written last."""
     meta_file = meta_path(results_dir, cell_id)
     staged = [
-        (_stage_bytes(path, _parquet_bytes(rows, schema)), path)
+        (stage_bytes(path, _parquet_bytes(rows, schema)), path)
         for path, rows, schema in (
             (episodes_path(results_dir, cell_id), episodes, episode_schema()),
             (curves_path(results_dir, cell_id), curves, curve_schema()),

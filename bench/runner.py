@@ -1,7 +1,7 @@
 """Run one cell: resolve it, train with checkpoints, evaluate final and best policies, store it.
 
-The flow is the project's one-way data flow: dataset -> feedback -> Algorithm.train -> policies ->
-evaluate_policy -> CellRecord -> bench.results. Nothing here knows any algorithm by name: every
+The flow is the project's one-way data flow: dataset -> feedback -> bench.training (the one loop
+over the algorithm's Learner) -> policies -> evaluate_policy -> CellRecord -> bench.results. Nothing here knows any algorithm by name: every
 method is reached through bench.algorithms and bench.interfaces.Algorithm.
 
 Resume semantics: a cell whose stored config hash equals the resolved one is skipped; otherwise it
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import random
 import shutil
 import time
 import traceback
@@ -23,21 +22,16 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
 from bench import results as store
+from bench import training
 from bench.devices import resolve_device, tune_cpu_allocator
 from bench.errors import BadInput, BenchError
+from bench.evaluation import EVAL_NUM_ENVS
 from bench.faults import crash_point
-from bench.interfaces import Algorithm, Policy, TrainInputs, TrainOutput, TrainSpec
+from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
 from bench.profiles import Profile, get_profile
 from bench.tasks import Task, get_task
-
-#: Online evaluations during training use seeds disjoint from the final evaluation's (base = cell
-#: seed), so that selecting the "best" checkpoint never sees the episodes it is scored on.
-DURING_TRAINING_SEED_OFFSET = 1_000_000
-#: Environments stepped together in an evaluation (batched policy inference).
-EVAL_NUM_ENVS = 10
+from bench.training import DURING_TRAINING_SEED_OFFSET
 #: Overrides with this prefix go to bench.feedback.feedback_for_run, not to the algorithm.
 FEEDBACK_PREFIX = "feedback."
 CONFIG_HASH_FILE = "config_hash.txt"
@@ -259,17 +253,6 @@ def _scaled_profile(profile: Profile, budget: dict[str, Any], algo_config: Any, 
     return replace(profile, **changes) if changes else profile
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # a numpy-only algorithm needs no torch
-        pass
-
-
 def _prepare_checkpoint_dir(directory: Path, config_hash_: str, fresh: bool) -> None:
     marker = directory / CONFIG_HASH_FILE
     stale = directory.is_dir() and (fresh or not marker.is_file() or marker.read_text().strip() != config_hash_)
@@ -387,10 +370,9 @@ def _run_locked(
     if not force and store.is_done(results_dir, cell.key, cell.config_hash):  # finished while we waited
         return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
     train_spec, inputs, provenance = _prepare_training(cell, results_dir, device, force, on_log)
-    seed_everything(cell.key.seed)
     crash_point("train")
     train_started = time.perf_counter()
-    output: TrainOutput = cell.algorithm_cls().train(train_spec, inputs)
+    output = training.train(cell.algorithm_cls, train_spec, inputs)
     train_seconds = output.train_seconds or (time.perf_counter() - train_started)
     return _evaluate_and_store(cell, results_dir, device, output, float(train_seconds), provenance, started)
 
@@ -400,21 +382,11 @@ def _prepare_training(
 ) -> tuple[TrainSpec, TrainInputs, dict[str, Any]]:
     """The cell's dataset, own feedback, own checkpoint directory -> (TrainSpec, TrainInputs, provenance)."""
     from bench.data import load_dataset
-    from bench.evaluation import evaluate_policy
 
     dataset = load_dataset(cell.dataset_path, cell.task)
     feedback, provenance = _load_feedback(cell, dataset, results_dir) if cell.algorithm_cls.needs_feedback else (None, {})
     ckpt = store.checkpoint_dir(results_dir, cell.key)
     _prepare_checkpoint_dir(ckpt, cell.config_hash, fresh=force)
-
-    eval_seed = DURING_TRAINING_SEED_OFFSET + cell.key.seed
-
-    def evaluate_during(policy: Policy) -> dict[str, float]:
-        result = evaluate_policy(
-            policy, cell.task, cell.threshold, episodes=cell.profile.eval_episodes_during,
-            seed=eval_seed, num_envs=EVAL_NUM_ENVS,
-        )
-        return result.summary()
 
     train_spec = TrainSpec(
         task=cell.task,
@@ -425,7 +397,6 @@ def _prepare_training(
         checkpoint_dir=ckpt,
         overrides=dict(cell.algo_overrides),
         log=on_log,
-        evaluate=evaluate_during,
     )
     inputs = TrainInputs(
         data=dataset.learner_view(),
@@ -503,12 +474,11 @@ def run_cells(
     on_log: ProgressFn | None = None,
     resolved: list[ResolvedCell] | None = None,
 ) -> list[CellOutcome]:
-    """Train cells that differ only in seed / threshold with one ``Algorithm.train_many`` call.
+    """Train cells that differ only in seed / threshold with one ``bench.training.train_many`` call.
 
     Each cell is resolved on its own (own feedback, checkpoint directory, config hash) and evaluated
     and stored exactly as `run_cell` stores it; done cells are skipped before training. An algorithm
-    without its own train_many trains them one by one (bench.interfaces.Algorithm.train_many), so
-    the numbers equal per-cell `run_cell` runs. ``ensemble_size`` caps the cells per batch (None =
+    whose learner has one member trains them one by one, so the numbers equal per-cell `run_cell` runs. ``ensemble_size`` caps the cells per batch (None =
     the algorithm's choice). Exceptions propagate; `run_cells_safely` records them instead.
     """
     started = time.perf_counter()
@@ -544,9 +514,9 @@ def run_cells(
                 crash_point("train")
                 train_started = time.perf_counter()
                 algorithm_cls = running[0][0].algorithm_cls
-                outputs = algorithm_cls.train_many([r[1] for r in running], [r[2] for r in running], ensemble_size=ensemble_size)
+                outputs = training.train_many(algorithm_cls, [r[1] for r in running], [r[2] for r in running], ensemble_size)
                 if len(outputs) != len(running):
-                    raise BenchError(f"{algorithm_cls.__name__}.train_many returned {len(outputs)} outputs for {len(running)} cells")
+                    raise BenchError(f"training {algorithm_cls.__name__} returned {len(outputs)} outputs for {len(running)} cells")
                 # A batch's wall time is shared: without an algorithm's own figure, each cell gets its share.
                 share = (time.perf_counter() - train_started) / len(running)
                 for (cell, _, _, provenance), output in zip(running, outputs):

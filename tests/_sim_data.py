@@ -1,10 +1,8 @@
 """Test-only algorithms for the harness tests (never registered in bench.algorithms.REGISTRY).
 
 `LinearBC` is a real (if tiny) learner: a linear tanh policy fitted to the dataset's actions by
-full-batch gradient descent in numpy. It follows the Algorithm contract the harness relies on:
-logs through spec.log, evaluates through spec.evaluate every profile.eval_every steps, keeps an
-online-selected best policy, and checkpoints every profile.checkpoint_every steps into
-spec.checkpoint_dir (atomically) and resumes from there with identical numbers.
+full-batch gradient descent in numpy, behind the `bench.interfaces.Learner` protocol; bench's loop
+(bench.training) logs, evaluates, selects the best policy, checkpoints and resumes it.
 
 Overrides (``--set``): lr, fail_at_step / fail_seed (a failing cell), sleep (seconds per step: a
 slow cell for kill tests).
@@ -12,17 +10,15 @@ slow cell for kill tests).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from bench.errors import BadInput
-from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
+from bench.interfaces import Algorithm, Learner, TrainInputs, TrainSpec
 
 #: Registry entries to monkeypatch into bench.algorithms.REGISTRY (tests/ is on sys.path).
 TEST_ALGORITHMS = {"linear-bc": "_sim_data:LinearBC", "linear-bc-fb": "_sim_data:FeedbackLinearBC"}
@@ -59,6 +55,46 @@ class LinearPolicy:
         x = np.concatenate([observations, np.ones((len(observations), 1), np.float32)], axis=1)
         return np.tanh(x @ self.weights).astype(np.float32)
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights}
+
+
+class LinearBCLearner(Learner):
+    """One cell: full-batch gradient descent on the arctanh of the actions; logs the squared error."""
+
+    def __init__(self, spec: TrainSpec, config: LinearBCConfig, inputs: TrainInputs) -> None:
+        data = inputs.data
+        self.seed, self.config, self.total_steps = spec.seed, config, config.steps
+        self.x = np.concatenate([data.observations, np.ones((len(data.observations), 1), np.float32)], axis=1).astype(np.float64)
+        self.target = np.arctanh(np.clip(data.actions, -0.999, 0.999).astype(np.float64))
+        self.scale = 1.0 / (np.abs(self.x).max(axis=0) ** 2 + 1.0)  # per-feature step sizes keep GD stable
+        self.weights = np.random.default_rng(spec.seed).normal(scale=0.01, size=(self.x.shape[1], self.target.shape[1]))
+
+    def step(self, step: int) -> dict[str, np.ndarray]:
+        config = self.config
+        if step == config.fail_at_step or self.seed == config.fail_seed:
+            raise RuntimeError(f"linear-bc was told to fail (seed {self.seed}, step {step})")
+        residual = self.x @ self.weights - self.target
+        self.weights = self.weights - config.lr * self.scale[:, None] * (self.x.T @ residual / len(self.x))
+        if config.sleep:
+            time.sleep(config.sleep)
+        return {"loss": np.array([np.mean(residual**2)])}
+
+    def policies(self) -> list[LinearPolicy]:
+        return [LinearPolicy(self.weights)]
+
+    def policy_from_state(self, member: int, state: Any) -> LinearPolicy:
+        return LinearPolicy(state["weights"])
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        return [{"weights": self.weights.copy()}]
+
+    def load_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
+        self.weights = np.array(states[0]["weights"])
+
+    def info(self, member: int, curve: Sequence[dict[str, float]]) -> dict[str, Any]:
+        return {"final_loss": float(np.mean((self.x @ self.weights - self.target) ** 2))}
+
 
 class LinearBC(Algorithm):
     name: ClassVar[str] = "linear-bc"
@@ -74,61 +110,21 @@ class LinearBC(Algorithm):
             setattr(config, key, type(getattr(config, key))(value))
         return config
 
-    def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
-        config = self.config_for(spec)
-        data = inputs.data
-        x = np.concatenate([data.observations, np.ones((len(data.observations), 1), np.float32)], axis=1).astype(np.float64)
-        y = np.clip(data.actions, -0.999, 0.999).astype(np.float64)
-        target = np.arctanh(y)
-        rng = np.random.default_rng(spec.seed)
-        weights = rng.normal(scale=0.01, size=(x.shape[1], y.shape[1]))
-        best = weights.copy()
-        best_key = (np.inf, -np.inf)
-        curve: list[dict[str, float]] = []
-        step = 0
-        ckpt = Path(spec.checkpoint_dir) / "linear_bc.npz" if spec.checkpoint_dir else None
-        if ckpt is not None and ckpt.is_file():
-            saved = np.load(ckpt)
-            weights, best, step = saved["weights"], saved["best"], int(saved["step"])
-            best_key = tuple(saved["best_key"])
-            curve = json.loads(str(saved["curve"]))
-        resumed_from = step
-        started = time.perf_counter()
-        scale = 1.0 / (np.abs(x).max(axis=0) ** 2 + 1.0)  # per-feature step sizes keep GD stable
-        profile = spec.profile
-        while step < config.steps:
-            if step == config.fail_at_step or spec.seed == config.fail_seed:
-                raise RuntimeError(f"linear-bc was told to fail (seed {spec.seed}, step {step})")
-            residual = x @ weights - target
-            grad = x.T @ residual / len(x)
-            weights = weights - config.lr * scale[:, None] * grad
-            step += 1
-            if config.sleep:
-                time.sleep(config.sleep)
-            if step % profile.log_every == 0:
-                loss = float(np.mean(residual**2))
-                curve.append({"step": step, "loss": loss})
-                if spec.log:
-                    spec.log(step, {"loss": loss})
-            if profile.eval_every and step % profile.eval_every == 0 and spec.evaluate:
-                metrics = spec.evaluate(LinearPolicy(weights))
-                curve.append({"step": step, **metrics})
-                key = (max(metrics["normalized_cost"], 1.0), -metrics["normalized_reward"])
-                if key < best_key:
-                    best_key, best = key, weights.copy()
-            if ckpt is not None and step % profile.checkpoint_every == 0:
-                tmp = ckpt.with_name(f".{ckpt.name}.{os.getpid()}.tmp.npz")
-                np.savez(tmp, weights=weights, best=best, step=step, best_key=np.asarray(best_key), curve=json.dumps(curve))
-                os.replace(tmp, ckpt)
-        return TrainOutput(
-            policy=LinearPolicy(weights),
-            best_policy=LinearPolicy(best) if np.isfinite(best_key[0]) else None,
-            curve=curve,
-            info={"final_loss": float(np.mean((x @ weights - target) ** 2))},
-            steps=step,
-            train_seconds=time.perf_counter() - started,
-            steps_this_process=step - resumed_from,
-        )
+    @classmethod
+    def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> LinearBCLearner:
+        (spec,), (inputs,) = specs, inputs_list
+        return LinearBCLearner(spec, cls.config_for(spec), inputs)
+
+
+class FeedbackLinearBCLearner(LinearBCLearner):
+    def __init__(self, spec: TrainSpec, config: LinearBCConfig, inputs: TrainInputs) -> None:
+        if inputs.feedback is None or inputs.dataset is not None:
+            raise AssertionError("a feedback learner must get feedback and no ground-truth dataset")
+        super().__init__(spec, config, inputs)
+        self.num_pairs = int(inputs.feedback.num_pairs)
+
+    def info(self, member: int, curve: Sequence[dict[str, float]]) -> dict[str, Any]:
+        return {**super().info(member, curve), "num_pairs": self.num_pairs}
 
 
 class FeedbackLinearBC(LinearBC):
@@ -137,12 +133,10 @@ class FeedbackLinearBC(LinearBC):
     name: ClassVar[str] = "linear-bc-fb"
     needs_feedback: ClassVar[bool] = True
 
-    def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
-        if inputs.feedback is None or inputs.dataset is not None:
-            raise AssertionError("a feedback learner must get feedback and no ground-truth dataset")
-        out = super().train(spec, inputs)
-        out.info["num_pairs"] = int(inputs.feedback.num_pairs)
-        return out
+    @classmethod
+    def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> FeedbackLinearBCLearner:
+        (spec,), (inputs,) = specs, inputs_list
+        return FeedbackLinearBCLearner(spec, cls.config_for(spec), inputs)
 
 
 def episode_scores(results_dir: Path):  # type: ignore[no-untyped-def]
@@ -158,16 +152,18 @@ def run_group_and_alone(monkeypatch, cls, specs, root: Path):  # type: ignore[no
     """Train ``specs`` as ONE vectorised group (run_cells, ensemble_size = len(specs); asserts one
     train_many call with all of them) into root/vec, then each cell alone (run_cell) into root/one;
     returns both stores' episode scores."""
+    from bench import training
     from bench.runner import run_cell, run_cells
 
     calls = []
-    original = cls.train_many.__func__
+    original = training.train_many
 
-    def spy(klass, specs, inputs_list, ensemble_size=None):  # type: ignore[no-untyped-def]
+    def spy(algorithm, specs, inputs_list, ensemble_size=None):  # type: ignore[no-untyped-def]
+        assert algorithm is cls
         calls.append((len(specs), ensemble_size))
-        return original(klass, specs, inputs_list, ensemble_size)
+        return original(algorithm, specs, inputs_list, ensemble_size)
 
-    monkeypatch.setattr(cls, "train_many", classmethod(spy))
+    monkeypatch.setattr(training, "train_many", spy)
     size = len(specs)
     together = run_cells(specs, root / "vec", ensemble_size=size)
     assert calls == [(size, size)], f"the group must be trained by ONE train_many call with one batch of {size}"

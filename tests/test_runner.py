@@ -73,7 +73,7 @@ def test_killed_run_resumes_to_identical_numbers(sim_dataset_path, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_cell(spec(sim_dataset_path), tmp_path / "killed", on_log=die)
     cell = resolve(spec(sim_dataset_path))
-    assert (store.checkpoint_dir(tmp_path / "killed", cell.key) / "linear_bc.npz").is_file()
+    assert (store.checkpoint_dir(tmp_path / "killed", cell.key) / "train.pt").is_file()
     assert not store.cell_path(tmp_path / "killed", cell.key).exists()
     seen = []
     resumed = run_cell(spec(sim_dataset_path), tmp_path / "killed", on_log=lambda s, m: seen.append(s))
@@ -83,6 +83,10 @@ def test_killed_run_resumes_to_identical_numbers(sim_dataset_path, tmp_path):
     meta = store.load_meta(tmp_path / "killed").iloc[0]
     assert meta["steps"] == 300 and meta["steps_this_process"] == 200
     assert meta["steps_per_second"] == pytest.approx(200 / meta["train_seconds"])
+    assert store.load_meta(tmp_path / "full").iloc[0]["steps"] == 300
+    columns = ["step", "source", "metric", "value"]
+    curves = {name: store.load_curves(tmp_path / name)[columns].reset_index(drop=True) for name in ("full", "killed")}
+    assert curves["full"].equals(curves["killed"]), "a resumed run stores the uninterrupted run's curve"
 
 
 def test_stale_checkpoint_of_another_config_is_discarded(sim_dataset_path, tmp_path):

@@ -1,0 +1,41 @@
+"""Atomic file writes: a checkpoint or record is either the old file or the complete new one."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+
+def stage_bytes(path: Path, data: bytes) -> Path:
+    """Write data to a hidden temp file next to path (``.<name>.<pid>.tmp``, fsynced); returns it.
+    The caller renames it into place (os.replace), or leaves it for `remove_stale_temp_files`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes, crash_point: str | None = None) -> None:
+    """Write to a hidden temp file in the same directory, fsync, then os.replace.
+
+    ``crash_point`` names the moment between the two for crash injection (bench.faults)."""
+    tmp = stage_bytes(path, data)
+    if crash_point:
+        from bench.faults import crash_point as reach
+
+        reach(crash_point)
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save made atomic (see atomic_write_bytes): checkpoints are never left half-written."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
