@@ -449,7 +449,7 @@ def _evaluate_and_store(
         wall_seconds=time.perf_counter() - started,
         train_seconds=float(train_seconds),
         steps=int(output.steps),
-        steps_this_process=int(getattr(output, "steps_this_process", 0) or 0),
+        steps_this_process=int(output.steps_this_process),
         dataset_path=str(cell.dataset_path),
         dataset_hash=cell.dataset_hash,
         feedback_provenance=provenance,
