@@ -41,14 +41,14 @@ def _slurm_or_skip() -> None:
         problem = "Slurm's client commands (sinfo, sacct) are not installed"
     else:
         try:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
             states = {s.strip("*~#") for s in out.stdout.split()}
             if out.returncode != 0 or not states & {"idle", "mixed", "allocated"}:
                 problem = f"no Slurm node answers (sinfo: {(out.stdout + out.stderr).strip() or 'nothing'})"
-            elif subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True, timeout=20).returncode != 0:
+            elif subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True, timeout=10).returncode != 0:
                 problem = "sacct does not answer (submitit reads job states with it: slurmdbd is needed)"
         except subprocess.TimeoutExpired:
-            problem = "sinfo/sacct did not answer in 20 s"
+            problem = "sinfo/sacct did not answer in 10 s"
     if problem is None:
         return
     if _required():
