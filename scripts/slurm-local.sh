@@ -29,8 +29,8 @@ DB_SOCKET=/run/mysqld/mysqld.sock  # the client library default, where slurmdbd 
 
 say() { echo "slurm-local: $*"; }
 die() { echo "slurm-local: $*" >&2; exit 1; }
-alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
-node_state() { timeout 10 sinfo -h -N -n "$HOST" -o %T 2>/dev/null | head -1 | tr -d '*~#'; }
+alive() { [[ -f $1 ]] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
+node_state() { { timeout 10 sinfo -h -N -n "$HOST" -o %T 2>/dev/null || true; } | head -1 | tr -d '*~#'; }
 
 # Wait up to $2 seconds for the command in $3.. to succeed; $1 names what is awaited.
 wait_for() {
