@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from bench import results as store
+from bench import sweep as sweeps
 from bench.profiles import get_profile
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 START = "start a one-node cluster with `scripts/slurm-local.sh start` (root; packages: slurm-wlm munge slurmdbd mariadb-server)"
@@ -78,6 +77,7 @@ def _states(argv: list[str], env: dict[str, str]) -> dict[str, str]:
     return {line.split()[1]: line.split()[0] for line in out.stdout.splitlines() if line.split()[:1] in (["done"], ["todo"])}
 
 
+@pytest.mark.slow
 def test_sweep_on_real_slurm_scancel_then_rerun(tmp_path):
     _slurm_or_skip()
     results = tmp_path / "results"
@@ -132,3 +132,30 @@ def test_sweep_on_real_slurm_scancel_then_rerun(tmp_path):
         assert frame.groupby("cell_id").size().to_dict() == {c: episodes for c in _states(argv, env)}
     finally:
         subprocess.run(["scancel", "-n", name], capture_output=True, timeout=20)
+
+
+class _FakeJob:
+    def __init__(self, job_id: str, tmp: Path, state: str, done: bool) -> None:
+        self.job_id, self.state, self._done = job_id, state, done
+        self.paths = type("Paths", (), {"result_pickle": tmp / f"{job_id}_result.pkl"})()
+
+    def done(self) -> bool:
+        return self._done
+
+
+def test_squeue_overrides_wrong_sacct_states(tmp_path, monkeypatch):
+    """No Slurm needed: the two wrong sacct answers met on the real one, corrected by squeue."""
+    clock = [1000.0]
+    monkeypatch.setattr(sweeps.time, "time", lambda: clock[0])
+    queue = sweeps._SlurmQueue()
+    queue.listed = {"7_0"}
+    stale = _FakeJob("7_0", tmp_path, "CANCELLED", done=True)  # an array record covering a running task
+    gone = _FakeJob("7_1", tmp_path, "UNKNOWN", done=False)  # cancelled while pending: no sacct record
+    assert not sweeps._job_finished(stale, queue)
+    assert not sweeps._job_finished(gone, queue)  # missing only just now: maybe not yet written
+    clock[0] += queue.grace_s
+    assert sweeps._job_finished(gone, queue) and queue.vanished(gone)
+    gone.paths.result_pickle.write_bytes(b"")  # a result written: never "vanished"
+    assert not queue.vanished(gone)
+    queue.listed = None  # squeue could not say: submitit's answer stands
+    assert sweeps._job_finished(stale, queue)
