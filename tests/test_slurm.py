@@ -110,7 +110,9 @@ def test_sweep_on_real_slurm_scancel_then_rerun(tmp_path):
         while job is None and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
             job = _held(name)
-        assert job is not None, "the held array job never showed up in squeue"
+        if job is None:
+            proc.kill()
+            pytest.fail(f"the held array job never showed up in squeue; the sweep said:\n{proc.communicate()[0]}")
         subprocess.run(["scancel", f"{job}_1"], check=True, timeout=20)  # array task 1: seed 3
         subprocess.run(["scontrol", "release", job], check=True, timeout=20)
         out, _ = proc.communicate(timeout=600)
