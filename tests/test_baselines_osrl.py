@@ -147,6 +147,7 @@ def test_cdt_matches_osrl_example_script(doubled_dataset: Dataset) -> None:
 
 
 # ------------------------------------------------------------------------ end to end, each baseline
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_baseline_end_to_end(algo: str, sim_dataset: Dataset, tmp_path: Path) -> None:
     """A tiny budget with online evaluation in the real simulator (bench.training's), then the benchmark's evaluation."""
@@ -169,6 +170,7 @@ def test_baseline_end_to_end(algo: str, sim_dataset: Dataset, tmp_path: Path) ->
 
 
 # -------------------------------------------------------------------------------- resume
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["bc-safe", "bcq-lag", "cpq", "coptidice", "cdt"])
 def test_killed_run_resumes_to_the_same_numbers(algo: str, sim_dataset: Dataset, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,6 +211,7 @@ def test_killed_run_resumes_to_the_same_numbers(algo: str, sim_dataset: Dataset,
 
 
 # ------------------------------------------------------------------ CDT acting vs OSRL's rollout
+@pytest.mark.slow
 def test_cdt_policy_in_bench_evaluation_equals_osrl_rollouts(sim_dataset: Dataset) -> None:
     """OSRL's CDTTrainer.rollout (env wrapped with reward_scale) vs CDTPolicy driven by bench.evaluation
     (begin/observe) on the raw env: the same episodes, with the reward scale handled by the policy."""
@@ -244,6 +247,7 @@ class _ActOnly:
         return self.policy.act(observations)
 
 
+@pytest.mark.slow
 def test_cdt_policy_open_loop_fallback_warns_and_runs(sim_dataset: Dataset) -> None:
     out = training.train(CDT, make_spec(sim_dataset, "cdt", 2, None), TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     with pytest.warns(UserWarning, match="without reward/cost feedback"):

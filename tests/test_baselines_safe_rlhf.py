@@ -147,6 +147,7 @@ def test_relabelled_rewards_keep_their_sign() -> None:
     assert np.all(np.diff(np.cumsum(episode)) >= 0)  # every prefix (an early end) returns no more than the whole
 
 
+@pytest.mark.slow
 def test_end_to_end_learns_from_feedback_only(sim_dataset: Dataset, feedback: FeedbackView, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     limits: list[float] = []
@@ -174,6 +175,7 @@ def test_end_to_end_learns_from_feedback_only(sim_dataset: Dataset, feedback: Fe
     assert (tmp_path / "safe_rlhf_models.pt").is_file() and (tmp_path / training.CHECKPOINT_NAME).is_file()
 
 
+@pytest.mark.slow
 def test_rerun_loads_the_models_and_matches(sim_dataset: Dataset, feedback: FeedbackView, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     inputs = TrainInputs(data=sim_dataset.learner_view(), feedback=feedback)
@@ -222,6 +224,7 @@ def test_bad_input(sim_dataset: Dataset, feedback: FeedbackView) -> None:
         training.train(SafeRLHF, spec_for(sim_dataset, None), TrainInputs(data=sim_dataset.learner_view()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["bc-safe", "safe-rlhf"])
 def test_runs_through_the_harness(algo: str, sim_dataset_path: Path, tmp_path: Path) -> None:
     """Registry name -> runner -> feedback (safe-rlhf) / ground truth (bc-safe) -> stored cell with our info."""

@@ -107,6 +107,7 @@ def final_params(results_dir: Path, algo: str) -> dict[str, dict[str, torch.Tens
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["bc-safe", "bc-all"])
 def test_batched_group_stores_what_single_cells_store(sim_dataset_path, tmp_path, monkeypatch, algo) -> None:
     monkeypatch.setitem(profiles.PROFILES, PROFILE.name, PROFILE)
@@ -171,6 +172,7 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], exact: b
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_batched_run_resumes_to_the_same_numbers(sim_dataset: Dataset, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after its step-10 checkpoint, a batched rerun resumes every member from it and ends where an
