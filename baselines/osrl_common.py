@@ -417,7 +417,8 @@ class TransitionBatches:
     times a Python float is float64 in numpy 1.x), so the product is taken in that dtype.
 
     ``random_state``: the numpy RandomState to draw from; None = numpy's global one (what
-    TransitionDataset uses; the training loops checkpoint and restore it). ``sample_prob`` is read
+    TransitionDataset uses; bench.training checkpoints and restores it; a learner that passes its own
+    keeps it in its state, as BC's do). ``sample_prob`` is read
     at every batch, as the dataset reads it at every sample.
     """
 
