@@ -1,7 +1,7 @@
 """Throughput of PreSa's joint-phase gradient step (1, 3, 10 seeds batched) against OSRL's BC.
 
 A benchmark script, not a test. Both sides see the same data on the same thread count:
-- PreSa: presa.trainer.EnsembleTrainer after the warm-up (reference frozen), one gradient step =
+- PreSa: presa.trainer.PreSaLearner after the warm-up (reference frozen), one gradient step =
   batch_size preference pairs (2 x H state-action pairs each) + batch_size safety segments (H each);
 - OSRL BC: osrl.algorithms.BC + BCTrainer.train_one_step on a batch with the SAME number of
   state-action pairs, and on OSRL's default batch (512), same [256, 256] MLP.
@@ -109,7 +109,6 @@ def main() -> None:
     from bench.profiles import get_profile
     from presa.algorithm import PreSa
     from bench.devices import resolve_device
-    from presa.trainer import EnsembleTrainer, build_cell
 
     dataset, source = load_data(args.task, args.dataset)
     task = dataset.task
@@ -145,9 +144,8 @@ def main() -> None:
     for mode, seeds in variants:
         specs = [TrainSpec(task, task.thresholds[1], s, profile, device=str(device), overrides={**overrides, "compile": mode})
                  for s in range(seeds)]
-        cells = [build_cell(spec, PreSa.config_for(spec), inputs) for spec in specs]
-        config = cells[0].config
-        trainer = EnsembleTrainer(cells, inputs, device)
+        trainer = PreSa.learner(specs, [inputs] * seeds)
+        config = trainer.config
         t0 = time.perf_counter()
         trainer._freeze_reference()
         reference_seconds[seeds] = time.perf_counter() - t0

@@ -2,7 +2,8 @@
 
 `PreSa` = CPL preference loss + HALO/KTO safety score under a Lagrangian constraint (presa.trainer);
 `CPL` = the same trainer with the safety term switched off (preference learning alone).
-`train_many` trains several cells that differ only in seed / threshold as one batched ensemble.
+Both build a `presa.trainer.PreSaLearner` for bench.training's loop; cells that differ only in
+seed / threshold train as one batched ensemble.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Sequence
 
 from bench.errors import BadInput
-from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
+from bench.interfaces import Algorithm, Learner, TrainInputs, TrainSpec
 from presa.config import PreSaConfig, resolve_config
 
 
@@ -29,28 +30,38 @@ class PreSa(Algorithm):
             spec.task.suite, spec.profile.train_steps, spec.profile.warmup_fraction, spec.overrides, cls.base_config
         )
 
-    def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
-        return self.train_many([spec], [inputs])[0]
-
     @classmethod
-    def train_many(
-        cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs], ensemble_size: int | None = None
-    ) -> list[TrainOutput]:
-        """Train cells that differ only in seed / threshold (and hence feedback) as batched models of
-        at most ``ensemble_size`` cells (None: all together on a GPU, one at a time on CPU, where
-        batching was measured to be slower; see presa.trainer.CPU_ENSEMBLE_SIZE).
+    def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> Learner:
+        """One batched ensemble of these cells (same config, data, segment length and device)."""
+        import torch
 
-        Each cell gets its own TrainOutput, equal (to float tolerance) to training it alone.
-        """
-        from presa.trainer import build_cell, train_cells  # torch: imported only when training
+        from bench.devices import resolve_device
+        from presa import trainer  # torch: imported only when training
 
-        if len(specs) != len(inputs_list) or not specs:
-            raise BadInput("presa train_many: give one TrainInputs per TrainSpec (and at least one)")
         for inputs in inputs_list:
             if inputs.dataset is not None:
                 raise BadInput("presa learns from feedback only: TrainInputs.dataset (ground truth) must be None")
-        cells = [build_cell(spec, cls.config_for(spec), inputs) for spec, inputs in zip(specs, inputs_list)]
-        return train_cells(cells, inputs_list, ensemble_size)
+        cells = [trainer.build_cell(spec, cls.config_for(spec), inputs) for spec, inputs in zip(specs, inputs_list)]
+        return trainer.learner(cells, inputs_list, torch.device(resolve_device(specs[0].device)))
+
+    @classmethod
+    def cells_per_learner(cls, specs: Sequence[TrainSpec], requested: int | None) -> int:
+        """``requested``, else all cells on a GPU and one at a time on CPU, where batching was measured
+        to be slower (presa.trainer.CPU_ENSEMBLE_SIZE). Cells of different configs or devices raise."""
+        from bench.devices import resolve_device
+        from presa.trainer import CPU_ENSEMBLE_SIZE
+
+        first = cls.config_for(specs[0]).to_dict()
+        for spec in specs[1:]:
+            config = cls.config_for(spec).to_dict()
+            if config != first:
+                diff = sorted(k for k, v in config.items() if first[k] != v)
+                raise BadInput(f"presa: cells trained together must share one config (they differ in {', '.join(diff)}); train them apart")
+            if spec.device != specs[0].device:
+                raise BadInput("presa: cells trained together must share one device; train them apart")
+        if requested is not None:
+            return requested
+        return len(specs) if resolve_device(specs[0].device).startswith("cuda") else CPU_ENSEMBLE_SIZE
 
 
 class CPL(PreSa):

@@ -1,46 +1,43 @@
-"""PreSa's trainer: BC warm-up, frozen reference, then joint policy / multiplier updates.
+"""PreSa as a bench Learner: BC warm-up, frozen reference, then joint policy / multiplier updates.
 
-Several cells (same config and data, different seed or threshold) train as ONE batched ensemble
-(`train_many`): every layer is one torch.baddbmm over the members, each member has its own
-optimizer slots (Adam is elementwise, and the summed loss keeps every member's gradient its own),
-its own multiplier, its own numpy generator for batches and its own torch generator for init and
-dropout, so a cell's numbers do not depend on what it was batched with.
+`PreSaLearner.step` reads top to bottom: a behaviour-cloning step during the warm-up; at the first
+joint step the reference policy is frozen (its log-likelihoods on every labelled segment computed
+once, and S* measured); then the joint step (CPL preference loss + safety score under a Lagrangian
+constraint, dual ascent on the multiplier). Logging, online evaluation, best-policy selection,
+checkpoints and resume are bench.training's one loop; this module says what a step is and what
+state it depends on (`state_dicts`: parameters, Adam slots, multiplier, z0, both generators,
+reference log-likelihoods), so that a killed run resumes to exactly the numbers of an uninterrupted one.
+
+Several cells (same config and data, different seed or threshold) train as ONE batched ensemble:
+every layer is one torch.baddbmm over the members, each member has its own optimizer slots (Adam is
+elementwise, and the summed loss keeps every member's gradient its own), its own multiplier, its
+own numpy generator for batches and its own torch generator for init and dropout, so a cell's
+numbers do not depend on what it was batched with.
 
 Data handling: the dataset's observations and actions are copied to the device once; labelled
 segments are precomputed (P, 2, H) / (L, H) arrays of transition indices, and a batch is one gather
-(no Python loop over segments). The reference log-likelihoods of every labelled segment are
-computed ONCE when the warm-up ends (pi_ref is frozen, so they never change).
+(no Python loop over segments).
 
 The learner sees only `OfflineData` (states, actions, episode boundaries) and the `FeedbackView`;
 no reward or cost ever reaches this module.
-
-Checkpoints are per cell (``<checkpoint_dir>/presa.pt``, written atomically every
-profile.checkpoint_every steps) and hold everything a step depends on: parameters, Adam slots,
-multiplier, both generators, reference log-likelihoods, best policy, curve and the open log
-interval, so a killed run resumes to exactly the numbers of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from bench.devices import resolve_device
 from bench.errors import BadInput, BenchError
-from bench.results import atomic_torch_save
-from bench.interfaces import TrainInputs, TrainOutput, TrainSpec
+from bench.interfaces import Learner, TrainInputs, TrainSpec
 from presa import losses
 from presa.config import PreSaConfig
 from presa.networks import ActorPolicy, EnsembleActor
 
-CHECKPOINT_NAME = "presa.pt"
-CHECKPOINT_VERSION = 2
+#: Layout version of a member's state (`PreSaLearner.state_dicts`).
+STATE_VERSION = 3
 #: Metrics logged during the warm-up and during the joint phase (interval means, per cell).
 BC_METRICS = ("bc_loss",)
 JOINT_METRICS = ("pref_loss", "pref_accuracy", "safety_score", "constraint_gap", "bc_loss")
@@ -62,7 +59,6 @@ class Cell:
     heldout_pair_label: np.ndarray
     heldout_safety_index: np.ndarray  # (L', H)
     heldout_safety_label: np.ndarray
-    resume: dict[str, Any] | None = None
 
 
 def build_cell(spec: TrainSpec, config: PreSaConfig, inputs: TrainInputs) -> Cell:
@@ -101,39 +97,10 @@ def build_cell(spec: TrainSpec, config: PreSaConfig, inputs: TrainInputs) -> Cel
         heldout_pair_label=np.asarray(heldout.pair_label, np.float32),
         heldout_safety_index=held_safety_index,
         heldout_safety_label=np.asarray(heldout.safety_label, np.float32),
-        resume=load_checkpoint(spec.checkpoint_dir),
     )
 
 
-def checkpoint_path(directory: Path | str | None) -> Path | None:
-    return Path(directory) / CHECKPOINT_NAME if directory is not None else None
-
-
-def load_checkpoint(directory: Path | str | None) -> dict[str, Any] | None:
-    path = checkpoint_path(directory)
-    if path is None or not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise BenchError(f"presa checkpoint {path} is unreadable ({exc}); delete it to start the run afresh") from exc
-
-
-@dataclass
-class _Interval:
-    """Running sums of the metrics of the open log interval (per member)."""
-
-    sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    count: int = 0
-
-    def add(self, metrics: dict[str, torch.Tensor]) -> None:
-        for key, value in metrics.items():
-            value = value.detach()
-            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
-        self.count += 1
-
-
-class EnsembleTrainer:
+class PreSaLearner(Learner):
     """Trains a list of cells that share config, data, segment length and device as one ensemble."""
 
     def __init__(self, cells: Sequence[Cell], inputs: TrainInputs, device: torch.device) -> None:
@@ -146,9 +113,9 @@ class EnsembleTrainer:
         self.act = torch.as_tensor(np.asarray(data.actions, np.float32), device=device)
         self.num_transitions = len(self.obs)
         self.segment_length = cells[0].pair_index.shape[-1]
-        self.profile = cells[0].spec.profile
         self.total_steps = config.train_steps
         self.warmup_steps = config.warmup_steps
+        self.phase_ends = (self.warmup_steps,)  # the warm-up's log interval closes before the joint phase
         self.bc_batch = config.bc_batch_size or config.batch_size * self.segment_length
         self.pair_index = [torch.as_tensor(c.pair_index, device=device) for c in cells]
         self.pair_label = [torch.as_tensor(c.pair_label, device=device) for c in cells]
@@ -193,19 +160,111 @@ class EnsembleTrainer:
         self.s_ref = torch.zeros(self.members, device=device)
         self.s_star = torch.zeros(self.members, device=device)
         self.heldout_s_star = torch.full((self.members,), float("nan"), device=device)
-        self.step = 0
         self.ref_pair: list[torch.Tensor] | None = None
         self.ref_safety: list[torch.Tensor] | None = None
         self.ref_heldout_pair: list[torch.Tensor] | None = None
         self.ref_heldout_safety: list[torch.Tensor] | None = None
         self.attainable = torch.ones(self.members, device=device)
-        self.curves: list[list[dict[str, float]]] = [[] for _ in cells]
-        self.best_state: list[dict[str, torch.Tensor] | None] = [None] * self.members
-        self.best_key: list[tuple[float, float]] = [(math.inf, math.inf)] * self.members
-        self.interval = _Interval()
         self.max_logp = losses.max_log_likelihood(config.actor, data.act_dim, config.log_std_min)
-        if cells[0].resume is not None:
-            self._restore([c.resume for c in cells])  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ steps
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        """Warm-up (behaviour cloning), then freeze the reference once, then the joint step."""
+        if step < self.warmup_steps:
+            return self._bc_step()
+        if self.ref_pair is None:
+            self._freeze_reference()
+        return self._joint_step()
+
+    def _bc_step(self) -> dict[str, torch.Tensor]:
+        (rows,) = self._draw([[self.num_transitions]] * self.members, [self.bc_batch])
+        logp = self._forward_logp(self.obs[rows], self.act[rows])
+        bc_loss = -logp.mean(dim=-1)  # deterministic actor: the squared error; Gaussian: the NLL
+        self.optimizer.zero_grad(set_to_none=True)
+        bc_loss.sum().backward()
+        self.optimizer.step()
+        return {"bc_loss": bc_loss}
+
+    def _freeze_reference(self) -> None:
+        """pi_ref := the policy now; its log-likelihoods on every labelled segment, computed once."""
+        c = self.config
+        self.ref_pair = [self._member_logp(e, self.pair_index[e]) for e in range(self.members)]
+        self.ref_safety = [self._member_logp(e, self.safety_index[e]) for e in range(self.members)]
+        self._stack_reference()
+        normalise = c.score_norm == "mean"
+
+        def attainable(e: int, form: str) -> torch.Tensor:
+            weights = losses.label_weights(self.safety_label[e], c.unsafe_weight, c.balance_labels)
+            return losses.attainable_safety(
+                self.ref_safety[e], self.safety_label[e], c.safety_alpha, c.gamma, self.max_logp, normalise, form, weights
+            )
+
+        self.attainable = torch.stack([attainable(e, c.constraint_form) for e in range(self.members)])
+        self.ref_heldout_pair = [self._member_logp(e, self.heldout_pair_index[e]) for e in range(self.members)]
+        self.ref_heldout_safety = [self._member_logp(e, self.heldout_safety_index[e]) for e in range(self.members)]
+        if c.use_safety:
+            self.s_ref = torch.stack([
+                losses.reference_safety_score(
+                    self.safety_label[e], self._label_weights(self.safety_label[e]), c.constraint_form, self.learned_z0
+                )
+                for e in range(self.members)
+            ])
+            if c.delta_mode == "separation":
+                self._measure_separation()
+        self.optimizer = self._new_optimizer()  # the joint phase starts with fresh Adam moments
+
+    def _joint_step(self) -> dict[str, torch.Tensor]:
+        c = self.config
+        assert self.ref_pair_all is not None and self.ref_safety_all is not None
+        B, H, E = c.batch_size, self.segment_length, self.members
+        members = self.member_rows
+        drawn = self._draw(*self.joint_draws)
+        pair_rows = drawn[0]
+        parts = [self.pair_index_all[members, pair_rows].reshape(E, -1)]
+        if c.use_safety:
+            safety_rows = drawn[1]
+            parts.append(self.safety_index_all[members, safety_rows].reshape(E, -1))
+        if c.bc_coeff > 0:
+            parts.append(drawn[-1])
+        transitions = torch.cat(parts, dim=1)
+        logp = self._forward_logp(self.obs[transitions], self.act[transitions])  # one forward pass for all three batches
+
+        normalise = c.score_norm == "mean"
+        n_pair = B * 2 * H
+        pair_logp = logp[:, :n_pair].reshape(E, B, 2, H)
+        ref_pair = self.ref_pair_all[members, pair_rows]
+        score = losses.segment_score(pair_logp, ref_pair, c.alpha, c.gamma, normalise)
+        label = self.pair_label_all[members, pair_rows]
+        pref_loss, accuracy = losses.cpl_loss(score[..., 0], score[..., 1], label, c.bias)
+        metrics = {"pref_loss": pref_loss, "pref_accuracy": accuracy}
+        objective = pref_loss
+        offset = n_pair
+        if c.use_safety:
+            safety_logp = logp[:, offset : offset + B * H].reshape(E, B, H)
+            offset += B * H
+            ref_safety = self.ref_safety_all[members, safety_rows]
+            safety_label = self.safety_label_all[members, safety_rows]
+            constraint_s, s_z0 = self._safety_terms(safety_logp, ref_safety, safety_label)
+            target = self._target()
+            objective = losses.lagrangian(pref_loss, constraint_s, self.lam, target) - s_z0
+            gap = (target - constraint_s).detach()
+            metrics["safety_score"] = constraint_s.detach()
+            metrics["constraint_gap"] = gap
+        if c.bc_coeff > 0:
+            bc_loss = -logp[:, offset:].mean(dim=-1)
+            objective = objective + c.bc_coeff * bc_loss
+            metrics["bc_loss"] = bc_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        self.z0_optimizer.zero_grad(set_to_none=True)
+        objective.sum().backward()
+        self.optimizer.step()
+        if c.use_safety and self.learned_z0:
+            self.z0_optimizer.step()
+        if c.use_safety and c.dual_ascent:
+            if c.delta_mode == "separation":  # per unit of the attainable separation
+                gap = gap / (self.s_star - self.s_ref).abs().clamp(min=1e-3)
+            self.lam = losses.dual_update(self.lam, gap, c.lambda_lr, c.lambda_param, c.lambda_max)
+        return metrics
 
     # ------------------------------------------------------------------ setup
     def _new_optimizer(self, warmup: bool = False) -> torch.optim.Adam:
@@ -235,34 +294,6 @@ class EnsembleTrainer:
                 mean, log_std = self.actor.head(x)
                 out[begin : begin + chunk] = self.actor.log_likelihood(mean, log_std, self.act[rows].unsqueeze(0))[0]
         return out.reshape(index.shape)
-
-    def _freeze_reference(self) -> None:
-        """pi_ref := the policy now; its log-likelihoods on every labelled segment, computed once."""
-        c = self.config
-        self.ref_pair = [self._member_logp(e, self.pair_index[e]) for e in range(self.members)]
-        self.ref_safety = [self._member_logp(e, self.safety_index[e]) for e in range(self.members)]
-        self._stack_reference()
-        normalise = c.score_norm == "mean"
-
-        def attainable(e: int, form: str) -> torch.Tensor:
-            weights = losses.label_weights(self.safety_label[e], c.unsafe_weight, c.balance_labels)
-            return losses.attainable_safety(
-                self.ref_safety[e], self.safety_label[e], c.safety_alpha, c.gamma, self.max_logp, normalise, form, weights
-            )
-
-        self.attainable = torch.stack([attainable(e, c.constraint_form) for e in range(self.members)])
-        self.ref_heldout_pair = [self._member_logp(e, self.heldout_pair_index[e]) for e in range(self.members)]
-        self.ref_heldout_safety = [self._member_logp(e, self.heldout_safety_index[e]) for e in range(self.members)]
-        if c.use_safety:
-            self.s_ref = torch.stack([
-                losses.reference_safety_score(
-                    self.safety_label[e], self._label_weights(self.safety_label[e]), c.constraint_form, self.learned_z0
-                )
-                for e in range(self.members)
-            ])
-            if c.delta_mode == "separation":
-                self._measure_separation()
-        self.optimizer = self._new_optimizer()  # the joint phase starts with fresh Adam moments
 
     def _label_weights(self, label: torch.Tensor) -> torch.Tensor | None:
         c = self.config
@@ -362,7 +393,7 @@ class EnsembleTrainer:
         target = self._target()
         return float(target[e]) if isinstance(target, torch.Tensor) and target.dim() > 0 else float(target)
 
-    # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ batches
     def _stack_reference(self) -> None:
         assert self.ref_pair is not None and self.ref_safety is not None
         self.ref_pair_all = _stack_padded(self.ref_pair)
@@ -389,141 +420,41 @@ class EnsembleTrainer:
             return self._compiled(obs, act, masks, fused=False)
         return self.actor.logp(obs, act, masks)
 
-    def _bc_step(self) -> dict[str, torch.Tensor]:
-        (rows,) = self._draw([[self.num_transitions]] * self.members, [self.bc_batch])
-        logp = self._forward_logp(self.obs[rows], self.act[rows])
-        bc_loss = -logp.mean(dim=-1)  # deterministic actor: the squared error; Gaussian: the NLL
-        self.optimizer.zero_grad(set_to_none=True)
-        bc_loss.sum().backward()
-        self.optimizer.step()
-        return {"bc_loss": bc_loss}
+    # ------------------------------------------------------------------ the Learner protocol
+    def policies(self) -> list[ActorPolicy]:
+        return [self._policy(self.actor.member_state(e)) for e in range(self.members)]
 
-    def _joint_step(self) -> dict[str, torch.Tensor]:
-        c = self.config
-        assert self.ref_pair_all is not None and self.ref_safety_all is not None
-        B, H, E = c.batch_size, self.segment_length, self.members
-        members = self.member_rows
-        drawn = self._draw(*self.joint_draws)
-        pair_rows = drawn[0]
-        parts = [self.pair_index_all[members, pair_rows].reshape(E, -1)]
-        if c.use_safety:
-            safety_rows = drawn[1]
-            parts.append(self.safety_index_all[members, safety_rows].reshape(E, -1))
-        if c.bc_coeff > 0:
-            parts.append(drawn[-1])
-        transitions = torch.cat(parts, dim=1)
-        logp = self._forward_logp(self.obs[transitions], self.act[transitions])  # one forward pass for all three batches
-
-        normalise = c.score_norm == "mean"
-        n_pair = B * 2 * H
-        pair_logp = logp[:, :n_pair].reshape(E, B, 2, H)
-        ref_pair = self.ref_pair_all[members, pair_rows]
-        score = losses.segment_score(pair_logp, ref_pair, c.alpha, c.gamma, normalise)
-        label = self.pair_label_all[members, pair_rows]
-        pref_loss, accuracy = losses.cpl_loss(score[..., 0], score[..., 1], label, c.bias)
-        metrics = {"pref_loss": pref_loss, "pref_accuracy": accuracy}
-        objective = pref_loss
-        offset = n_pair
-        if c.use_safety:
-            safety_logp = logp[:, offset : offset + B * H].reshape(E, B, H)
-            offset += B * H
-            ref_safety = self.ref_safety_all[members, safety_rows]
-            safety_label = self.safety_label_all[members, safety_rows]
-            constraint_s, s_z0 = self._safety_terms(safety_logp, ref_safety, safety_label)
-            target = self._target()
-            objective = losses.lagrangian(pref_loss, constraint_s, self.lam, target) - s_z0
-            gap = (target - constraint_s).detach()
-            metrics["safety_score"] = constraint_s.detach()
-            metrics["constraint_gap"] = gap
-        if c.bc_coeff > 0:
-            bc_loss = -logp[:, offset:].mean(dim=-1)
-            objective = objective + c.bc_coeff * bc_loss
-            metrics["bc_loss"] = bc_loss
-        self.optimizer.zero_grad(set_to_none=True)
-        self.z0_optimizer.zero_grad(set_to_none=True)
-        objective.sum().backward()
-        self.optimizer.step()
-        if c.use_safety and self.learned_z0:
-            self.z0_optimizer.step()
-        if c.use_safety and c.dual_ascent:
-            if c.delta_mode == "separation":  # per unit of the attainable separation
-                gap = gap / (self.s_star - self.s_ref).abs().clamp(min=1e-3)
-            self.lam = losses.dual_update(self.lam, gap, c.lambda_lr, c.lambda_param, c.lambda_max)
-        return metrics
-
-    # ------------------------------------------------------------------ loop
-    def run(self) -> list[TrainOutput]:
-        started = time.perf_counter()
-        interval_started, interval_steps = started, 0
-        steps_at_start = self.step
-        profile = self.profile
-        while self.step < self.total_steps:
-            if self.step >= self.warmup_steps and self.ref_pair is None:
-                self._flush_log(interval_started, interval_steps)
-                interval_started, interval_steps = time.perf_counter(), 0
-                self._freeze_reference()
-            metrics = self._bc_step() if self.step < self.warmup_steps else self._joint_step()
-            self.interval.add(metrics)
-            self.step += 1
-            interval_steps += 1
-            if self.step % profile.log_every == 0 or self.step == self.total_steps:
-                self._flush_log(interval_started, interval_steps)
-                interval_started, interval_steps = time.perf_counter(), 0
-            if profile.eval_every and self.step % profile.eval_every == 0:
-                self._evaluate()
-            if self.step % profile.checkpoint_every == 0 or self.step == self.total_steps:
-                self._save()
-        seconds = time.perf_counter() - started
-        return [self._output(e, seconds, self.step - steps_at_start) for e in range(self.members)]
-
-    def _flush_log(self, interval_started: float, interval_steps: int) -> None:
-        if self.interval.count == 0:
-            return
-        means = {k: (v / self.interval.count).cpu().numpy() for k, v in self.interval.sums.items()}
-        phase = "bc" if self.ref_pair is None else "joint"
-        elapsed = max(time.perf_counter() - interval_started, 1e-9)
-        for e, cell in enumerate(self.cells):
-            row: dict[str, float] = {"step": float(self.step), "phase_joint": float(phase == "joint")}
-            row.update({k: float(v[e]) for k, v in means.items()})
-            if phase == "joint" and self.config.use_safety:
-                row["lambda"] = float(self.lam[e])
-                row["safety_target"] = self._member_target(e)
-                row["safety_score_ref"] = float(self.s_ref[e])
-                row["safety_score_star"] = float(self.s_star[e])
-                row["z0"] = float(self.z0[e, 0].detach())
-            if phase == "joint":
-                row.update(self._heldout_metrics(e))
-            self.curves[e].append(row)
-            if cell.spec.log is not None:
-                # throughput goes to the live log only: the stored curve stays deterministic
-                cell.spec.log(self.step, {**row, "steps_per_second": interval_steps / elapsed})
-        self.interval = _Interval()
-
-    def _evaluate(self) -> None:
-        for e, cell in enumerate(self.cells):
-            if cell.spec.evaluate is None:
-                continue
-            state = self.actor.member_state(e)
-            metrics = cell.spec.evaluate(self._policy(state))
-            self.curves[e].append({"step": float(self.step), **{k: float(v) for k, v in metrics.items()}})
-            # TraC/OSRL selection: lowest cost until the normalized cost is <= 1, then highest reward
-            key = (max(float(metrics["normalized_cost"]), 1.0), -float(metrics["normalized_reward"]))
-            if key < self.best_key[e]:
-                self.best_key[e], self.best_state[e] = key, state
+    def policy_from_state(self, member: int, state: dict[str, torch.Tensor]) -> ActorPolicy:
+        return self._policy(state)
 
     def _policy(self, state: dict[str, torch.Tensor]) -> ActorPolicy:
         return ActorPolicy(state, self.config.hidden_sizes, self.actor.act_dim, self.config.actor)
 
-    def _output(self, e: int, seconds: float, steps_run: int) -> TrainOutput:
-        def last(key: str) -> float:
-            return next((row[key] for row in reversed(self.curves[e]) if key in row), float("nan"))
 
-        info: dict[str, Any] = {
+    def log_row(self, member: int, means: dict[str, float]) -> dict[str, float]:
+        e, joint = member, self.ref_pair is not None
+        row: dict[str, float] = {"phase_joint": float(joint), **means}
+        if joint and self.config.use_safety:
+            row["lambda"] = float(self.lam[e])
+            row["safety_target"] = self._member_target(e)
+            row["safety_score_ref"] = float(self.s_ref[e])
+            row["safety_score_star"] = float(self.s_star[e])
+            row["z0"] = float(self.z0[e, 0].detach())
+        if joint:
+            row.update(self._heldout_metrics(e))
+        return row
+
+    def info(self, member: int, curve: Sequence[dict[str, float]]) -> dict[str, Any]:
+        e = member
+
+        def last(key: str) -> float:
+            return next((row[key] for row in reversed(curve) if key in row), float("nan"))
+
+        lambdas = [row["lambda"] for row in curve if "lambda" in row]
+        return {
             "ensemble_size": self.members,
-            "steps_run_this_call": steps_run,
             "final_lambda": float(self.lam[e]),
-            "lambda_range": [min((r["lambda"] for r in self.curves[e] if "lambda" in r), default=float("nan")),
-                             max((r["lambda"] for r in self.curves[e] if "lambda" in r), default=float("nan"))],
+            "lambda_range": [min(lambdas, default=float("nan")), max(lambdas, default=float("nan"))],
             "pref_accuracy": last("pref_accuracy"),
             "safety_score": last("safety_score"),
             "safety_target": last("safety_target"),
@@ -537,63 +468,43 @@ class EnsembleTrainer:
             "heldout_pairs": int(len(self.heldout_pair_label[e])),
             "heldout_safety_labels": int(len(self.heldout_safety_label[e])),
         }
-        best = self.best_state[e]
-        return TrainOutput(
-            policy=self._policy(self.actor.member_state(e)),
-            best_policy=self._policy(best) if best is not None else None,
-            curve=[dict(r) for r in self.curves[e]],
-            info=info,
-            steps=self.step,
-            train_seconds=seconds,
-        )
 
-    # ------------------------------------------------------------------ checkpoints
-    def _member_checkpoint(self, e: int) -> dict[str, Any]:
-        opt = self.optimizer.state_dict()
-        opt_state = _member_slots(opt, e)
-        return {
-            "version": CHECKPOINT_VERSION,
-            "config": self.config.to_dict(),
-            "seed": self.cells[e].spec.seed,
-            "threshold": float(self.cells[e].spec.threshold),
-            "step": self.step,
-            "params": {k: v[e : e + 1].detach().cpu().clone() for k, v in self.actor.named_parameters()},
-            "optimizer": opt_state,
-            "lambda": float(self.lam[e]),
-            "z0": self.z0[e : e + 1].detach().cpu().clone(),
-            "z0_optimizer": _member_slots(self.z0_optimizer.state_dict(), e),
-            "s_ref": float(self.s_ref[e]),
-            "s_star": float(self.s_star[e]),
-            "heldout_s_star": float(self.heldout_s_star[e]),
-            "numpy_rng": self.rngs[e].bit_generator.state,
-            "torch_rng": self.generators[e].get_state(),
-            "ref_pair": None if self.ref_pair is None else self.ref_pair[e].cpu(),
-            "ref_safety": None if self.ref_safety is None else self.ref_safety[e].cpu(),
-            "ref_heldout_pair": None if self.ref_heldout_pair is None else self.ref_heldout_pair[e].cpu(),
-            "ref_heldout_safety": None if self.ref_heldout_safety is None else self.ref_heldout_safety[e].cpu(),
-            "attainable": float(self.attainable[e]),
-            "best_state": self.best_state[e],
-            "best_key": self.best_key[e],
-            "curve": self.curves[e],
-            "interval": {k: v[e].cpu() for k, v in self.interval.sums.items()},
-            "interval_count": self.interval.count,
-        }
+    def state_dicts(self) -> list[dict[str, Any]]:
+        """Per member: parameters, Adam slots, multiplier, z0, both generators, reference log-likelihoods."""
+        optimizer, z0_optimizer = self.optimizer.state_dict(), self.z0_optimizer.state_dict()
+        return [
+            {
+                "version": STATE_VERSION,
+                "config": self.config.to_dict(),
+                "seed": self.cells[e].spec.seed,
+                "threshold": float(self.cells[e].spec.threshold),
+                "params": {k: v[e : e + 1].detach().cpu().clone() for k, v in self.actor.named_parameters()},
+                "optimizer": _member_slots(optimizer, e),
+                "lambda": float(self.lam[e]),
+                "z0": self.z0[e : e + 1].detach().cpu().clone(),
+                "z0_optimizer": _member_slots(z0_optimizer, e),
+                "s_ref": float(self.s_ref[e]),
+                "s_star": float(self.s_star[e]),
+                "heldout_s_star": float(self.heldout_s_star[e]),
+                "numpy_rng": self.rngs[e].bit_generator.state,
+                "torch_rng": self.generators[e].get_state(),
+                "ref_pair": None if self.ref_pair is None else self.ref_pair[e].cpu(),
+                "ref_safety": None if self.ref_safety is None else self.ref_safety[e].cpu(),
+                "ref_heldout_pair": None if self.ref_heldout_pair is None else self.ref_heldout_pair[e].cpu(),
+                "ref_heldout_safety": None if self.ref_heldout_safety is None else self.ref_heldout_safety[e].cpu(),
+                "attainable": float(self.attainable[e]),
+            }
+            for e in range(self.members)
+        ]
 
-    def _save(self) -> None:
-        for e, cell in enumerate(self.cells):
-            path = checkpoint_path(cell.spec.checkpoint_dir)
-            if path is not None:
-                atomic_torch_save(self._member_checkpoint(e), path)
-
-    def _restore(self, states: list[dict[str, Any]]) -> None:
+    def load_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
         for cell, state in zip(self.cells, states):
-            if state.get("version") != CHECKPOINT_VERSION or state["config"] != self.config.to_dict() or state["seed"] != cell.spec.seed:
+            if state.get("version") != STATE_VERSION or state["config"] != self.config.to_dict() or state["seed"] != cell.spec.seed:
                 raise BenchError(
                     f"presa checkpoint in {cell.spec.checkpoint_dir} belongs to another config or seed; "
                     "delete it (or use another checkpoint directory) to start afresh"
                 )
         dev = self.device
-        self.step = int(states[0]["step"])
         with torch.no_grad():
             for name, param in self.actor.named_parameters():
                 param.copy_(torch.cat([s["params"][name] for s in states]).to(dev))
@@ -615,14 +526,7 @@ class EnsembleTrainer:
         for e, s in enumerate(states):
             self.rngs[e].bit_generator.state = s["numpy_rng"]
             self.generators[e].set_state(s["torch_rng"])
-            self.best_state[e] = s["best_state"]
-            self.best_key[e] = tuple(s["best_key"])  # type: ignore[assignment]
-            self.curves[e] = [dict(r) for r in s["curve"]]
         self.attainable = torch.tensor([s["attainable"] for s in states], device=dev)
-        self.interval = _Interval(
-            {k: torch.stack([s["interval"][k] for s in states]).to(dev) for k in states[0]["interval"]},
-            int(states[0]["interval_count"]),
-        )
 
 
 def _member_slots(optimizer_state: dict[str, Any], e: int) -> dict[Any, dict[str, torch.Tensor]]:
@@ -673,35 +577,17 @@ def _same_data(a: Any, b: Any) -> bool:
 CPU_ENSEMBLE_SIZE = 1
 
 
-def train_cells(
-    cells: list[Cell], inputs_list: Sequence[TrainInputs], ensemble_size: int | None = None
-) -> list[TrainOutput]:
-    """Train cells in batched ensembles of at most ``ensemble_size`` (None: all on a GPU,
-    CPU_ENSEMBLE_SIZE on CPU); cells resuming from different steps train apart."""
+def learner(cells: list[Cell], inputs_list: Sequence[TrainInputs], device: torch.device) -> PreSaLearner:
+    """One ensemble of these cells; they must share config, segment length, data and device."""
     first = cells[0]
     for cell, inputs in zip(cells, inputs_list):
         if cell.config.to_dict() != first.config.to_dict():
             diff = sorted(k for k, v in cell.config.to_dict().items() if first.config.to_dict()[k] != v)
-            raise BadInput(f"presa train_many: cells must share one config (they differ in {', '.join(diff)}); train them apart")
+            raise BadInput(f"presa: cells trained together must share one config (they differ in {', '.join(diff)}); train them apart")
         if cell.pair_index.shape[-1] != first.pair_index.shape[-1]:
-            raise BadInput("presa train_many: cells must share one feedback segment length; train them apart")
+            raise BadInput("presa: cells trained together must share one feedback segment length; train them apart")
         if not _same_data(inputs.data, inputs_list[0].data):
-            raise BadInput("presa train_many: cells must share one dataset; train them apart")
+            raise BadInput("presa: cells trained together must share one dataset; train them apart")
         if cell.spec.device != first.spec.device:
-            raise BadInput("presa train_many: cells must share one device; train them apart")
-    device = torch.device(resolve_device(first.spec.device))
-    groups: dict[int, list[int]] = {}
-    for i, cell in enumerate(cells):
-        groups.setdefault(-1 if cell.resume is None else int(cell.resume["step"]), []).append(i)
-    if ensemble_size is None:
-        ensemble_size = len(cells) if device.type == "cuda" else CPU_ENSEMBLE_SIZE
-    if ensemble_size < 1:
-        raise BadInput(f"presa train_many: ensemble_size must be >= 1, got {ensemble_size}")
-    outputs: list[TrainOutput | None] = [None] * len(cells)
-    for group in groups.values():
-        for begin in range(0, len(group), ensemble_size):
-            members = group[begin : begin + ensemble_size]
-            trainer = EnsembleTrainer([cells[i] for i in members], inputs_list[members[0]], device)
-            for i, out in zip(members, trainer.run()):
-                outputs[i] = out
-    return outputs  # type: ignore[return-value]
+            raise BadInput("presa: cells trained together must share one device; train them apart")
+    return PreSaLearner(cells, inputs_list[0], device)

@@ -17,6 +17,7 @@ import torch
 from bench.data import Dataset
 from bench.devices import tune_cpu_allocator
 from bench.errors import BadInput
+from bench.training import train
 from presa.algorithm import PreSa
 from presa.networks import EnsembleActor, dropout_mask
 from test_presa_train import make_inputs, make_spec, params
@@ -70,7 +71,7 @@ def test_fused_relu_dropout_equals_plain_ops_forward_and_backward() -> None:
 
 def test_compiled_trainer_follows_the_eager_one(sim_dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     inputs = make_inputs(sim_dataset)
-    eager = PreSa().train(make_spec(sim_dataset, steps=12, warmup_steps=4, attainable_steps=3), inputs)
+    eager = train(PreSa, make_spec(sim_dataset, steps=12, warmup_steps=4, attainable_steps=3), inputs)
     modes, calls, real_compile = [], [], torch.compile
 
     def spy(fn, mode=None, **kw):  # noqa: ANN001, ANN202 - torch.compile's own signature
@@ -84,7 +85,7 @@ def test_compiled_trainer_follows_the_eager_one(sim_dataset: Dataset, monkeypatc
         return counted
 
     monkeypatch.setattr(torch, "compile", spy)
-    compiled = PreSa().train(make_spec(sim_dataset, steps=12, warmup_steps=4, attainable_steps=3, compile="default"), inputs)
+    compiled = train(PreSa, make_spec(sim_dataset, steps=12, warmup_steps=4, attainable_steps=3, compile="default"), inputs)
     # 12 training steps + the 3 steps of the safety-only run that measures S*
     assert modes == ["default"] and len(calls) == 12 + 3, "every training step must go through the compiled forward"
     for a, b in zip(params(eager.policy), params(compiled.policy)):
@@ -95,10 +96,10 @@ def test_compiled_trainer_follows_the_eager_one(sim_dataset: Dataset, monkeypatc
 
 def test_allocator_tuning_keeps_the_numbers(sim_dataset: Dataset) -> None:
     inputs = make_inputs(sim_dataset)
-    before = PreSa().train(make_spec(sim_dataset, steps=8), inputs)
+    before = train(PreSa, make_spec(sim_dataset, steps=8), inputs)
     assert tune_cpu_allocator() is True  # glibc here (the CI machine is the same kind)
     assert tune_cpu_allocator() is True  # idempotent
-    after = PreSa().train(make_spec(sim_dataset, steps=8), inputs)
+    after = train(PreSa, make_spec(sim_dataset, steps=8), inputs)
     assert all(torch.equal(a, b) for a, b in zip(params(before.policy), params(after.policy)))
 
 

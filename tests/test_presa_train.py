@@ -17,6 +17,7 @@ from bench.errors import BadInput
 from bench.evaluation import evaluate_policy
 from bench.interfaces import TrainInputs, TrainSpec
 from bench.profiles import get_profile
+from bench.training import train, train_many
 from presa import losses
 from presa.algorithm import CPL, PreSa
 from presa.networks import EnsembleActor
@@ -113,7 +114,7 @@ def _joint_rows(curve: list[dict[str, float]]) -> list[dict[str, float]]:
 def test_lambda_follows_the_sign_of_the_violation_at_every_step(sim_dataset: Dataset) -> None:
     """Dual ascent: with a log every step, lambda goes up exactly when the batch constraint is violated
     and down when it holds, by exp(eta * gap / (S* - S_ref))."""
-    out = PreSa().train(make_spec(sim_dataset, steps=40, log_every=1, lambda_lr=0.5), make_inputs(sim_dataset))
+    out = train(PreSa, make_spec(sim_dataset, steps=40, log_every=1, lambda_lr=0.5), make_inputs(sim_dataset))
     rows = _joint_rows(out.curve)
     scale = abs(out.info["safety_score_star"] - out.info["safety_score_ref"])
     previous = 1.0  # lambda_init
@@ -128,13 +129,13 @@ def test_lambda_rises_while_the_constraint_is_violated(sim_dataset: Dataset) -> 
     """The joint phase starts at pi_ref, where S = S_ref lies below the attainable target (S* > S_ref
     was measured by maximising S alone): lambda must rise over the first steps; a fixed lambda stays."""
     inputs = make_inputs(sim_dataset)
-    out = PreSa().train(make_spec(sim_dataset, steps=30, log_every=1, lr=3e-3, lambda_lr=0.2, attainable_steps=20,
+    out = train(PreSa, make_spec(sim_dataset, steps=30, log_every=1, lr=3e-3, lambda_lr=0.2, attainable_steps=20,
                                   warmup_steps=10, delta=0.75), inputs)
     assert out.info["safety_score_star"] > out.info["safety_score_ref"] + 0.02
     first = _joint_rows(out.curve)[:2]
     assert all(r["constraint_gap"] > 0 for r in first)
     assert 1.0 < first[0]["lambda"] < first[1]["lambda"]
-    fixed = PreSa().train(make_spec(sim_dataset, steps=20, dual_ascent=False), inputs)
+    fixed = train(PreSa, make_spec(sim_dataset, steps=20, dual_ascent=False), inputs)
     assert fixed.info["final_lambda"] == 1.0
 
 
@@ -153,8 +154,8 @@ def test_held_out_safety_and_preference_accuracy_follow_the_labels(sim_dataset: 
     feedback = ground_truth_feedback(sim_dataset, 20.0, SEGMENT, 600, 0)
     data = sim_dataset.learner_view()
     overrides = dict(steps=120, warmup_steps=40, lr=3e-3, lambda_lr=0.1, holdout_fraction=0.25)
-    honest = PreSa().train(make_spec(sim_dataset, **overrides), TrainInputs(data=data, feedback=feedback))
-    flipped = PreSa().train(make_spec(sim_dataset, **overrides), TrainInputs(data=data, feedback=_flip(feedback, safety=True, pairs=True)))
+    honest = train(PreSa, make_spec(sim_dataset, **overrides), TrainInputs(data=data, feedback=feedback))
+    flipped = train(PreSa, make_spec(sim_dataset, **overrides), TrainInputs(data=data, feedback=_flip(feedback, safety=True, pairs=True)))
     # the flipped run's held-out labels are flipped too: its held-out accuracy is vs the flipped truth,
     # so the true held-out accuracy is 1 - it
     assert honest.info["heldout_safety_accuracy"] > 0.5
@@ -181,26 +182,19 @@ def test_learner_never_touches_rewards_or_costs(sim_dataset: Dataset) -> None:
     inputs = make_inputs(sim_dataset)
     assert not hasattr(inputs.data, "rewards") and isinstance(inputs.data, OfflineData)
     trapped = TrainInputs(data=GroundTruthTrap(sim_dataset), feedback=inputs.feedback)  # type: ignore[arg-type]
-    out = PreSa().train(make_spec(sim_dataset, steps=12), trapped)
+    out = train(PreSa, make_spec(sim_dataset, steps=12), trapped)
     assert out.steps == 12
     with pytest.raises(BadInput, match="ground truth"):
-        PreSa().train(make_spec(sim_dataset), TrainInputs(inputs.data, inputs.feedback, dataset=sim_dataset))
+        train(PreSa, make_spec(sim_dataset), TrainInputs(inputs.data, inputs.feedback, dataset=sim_dataset))
     with pytest.raises(BadInput, match="needs feedback"):
-        PreSa().train(make_spec(sim_dataset), TrainInputs(inputs.data, None))
+        train(PreSa, make_spec(sim_dataset), TrainInputs(inputs.data, None))
 
 
 def test_end_to_end_train_and_evaluate(sim_dataset: Dataset) -> None:
-    evaluations: list[dict[str, float]] = []
     logged: list[tuple[int, dict[str, float]]] = []
-
-    def evaluate(policy: Any) -> dict[str, float]:
-        summary = evaluate_policy(policy, sim_dataset.task, 20.0, episodes=2, seed=7, num_envs=2).summary()
-        evaluations.append(summary)
-        return summary
-
-    spec = dataclasses.replace(make_spec(sim_dataset, steps=30, eval_every=15), evaluate=evaluate,
-                               log=lambda step, metrics: logged.append((step, metrics)))
-    out = PreSa().train(spec, make_inputs(sim_dataset))
+    spec = dataclasses.replace(make_spec(sim_dataset, steps=30, eval_every=15), log=lambda step, metrics: logged.append((step, metrics)))
+    out = train(PreSa, spec, make_inputs(sim_dataset))
+    evaluations = [row for row in out.curve if "normalized_cost" in row]
     assert len(evaluations) == 2 and out.best_policy is not None and out.steps == 30
     joint = [m for _, m in logged if m["phase_joint"] == 1.0]
     for key in ("pref_loss", "pref_accuracy", "safety_score", "constraint_gap", "lambda", "steps_per_second"):
@@ -216,7 +210,7 @@ def test_end_to_end_train_and_evaluate(sim_dataset: Dataset) -> None:
 @pytest.mark.parametrize("actor", ["gaussian", "deterministic"])
 def test_killed_run_resumes_to_identical_numbers(sim_dataset: Dataset, tmp_path: Path, actor: str) -> None:
     inputs = make_inputs(sim_dataset)
-    whole = PreSa().train(make_spec(sim_dataset, steps=30, checkpoint_dir=tmp_path / "whole", actor=actor), inputs)
+    whole = train(PreSa, make_spec(sim_dataset, steps=30, checkpoint_dir=tmp_path / "whole", actor=actor), inputs)
 
     def crash(step: int, metrics: dict[str, float]) -> None:
         if step == 25:  # after the checkpoint at step 20, inside the joint phase
@@ -224,9 +218,9 @@ def test_killed_run_resumes_to_identical_numbers(sim_dataset: Dataset, tmp_path:
 
     spec = make_spec(sim_dataset, steps=30, checkpoint_dir=tmp_path / "killed", actor=actor)
     with pytest.raises(KeyboardInterrupt):
-        PreSa().train(dataclasses.replace(spec, log=crash), inputs)
-    resumed = PreSa().train(spec, inputs)
-    assert resumed.info["steps_run_this_call"] == 10  # it really resumed from step 20
+        train(PreSa, dataclasses.replace(spec, log=crash), inputs)
+    resumed = train(PreSa, spec, inputs)
+    assert resumed.steps_this_process == 10 and whole.steps_this_process == 30  # it really resumed from step 20
     for a, b in zip(params(whole.policy), params(resumed.policy)):
         assert torch.equal(a, b)
     assert whole.curve == resumed.curve
@@ -235,7 +229,7 @@ def test_killed_run_resumes_to_identical_numbers(sim_dataset: Dataset, tmp_path:
 
 def test_resume_across_the_end_of_warm_up(sim_dataset: Dataset, tmp_path: Path) -> None:
     inputs = make_inputs(sim_dataset)
-    whole = PreSa().train(make_spec(sim_dataset, steps=30), inputs)
+    whole = train(PreSa, make_spec(sim_dataset, steps=30), inputs)
 
     def crash(step: int, metrics: dict[str, float]) -> None:
         if step == 15:
@@ -243,8 +237,8 @@ def test_resume_across_the_end_of_warm_up(sim_dataset: Dataset, tmp_path: Path) 
 
     spec = make_spec(sim_dataset, steps=30, checkpoint_dir=tmp_path, checkpoint_every=5)  # warm-up ends at 9
     with pytest.raises(KeyboardInterrupt):
-        PreSa().train(dataclasses.replace(spec, log=crash), inputs)
-    resumed = PreSa().train(spec, inputs)
+        train(PreSa, dataclasses.replace(spec, log=crash), inputs)
+    resumed = train(PreSa, spec, inputs)
     for a, b in zip(params(whole.policy), params(resumed.policy)):
         assert torch.equal(a, b)
 
@@ -253,10 +247,10 @@ def test_batched_cells_equal_cells_trained_alone(sim_dataset: Dataset) -> None:
     cells = [(0, 10.0), (1, 20.0), (2, 40.0)]  # seeds and thresholds differ (so does the feedback)
     specs = [make_spec(sim_dataset, steps=24, seed=s, threshold=t) for s, t in cells]
     inputs = [make_inputs(sim_dataset, threshold=t, seed=s) for s, t in cells]
-    batched = PreSa.train_many(specs, inputs, ensemble_size=3)
+    batched = train_many(PreSa, specs, inputs, ensemble_size=3)
     assert all(out.info["ensemble_size"] == 3 for out in batched)
     for spec, inp, together in zip(specs, inputs, batched):
-        alone = PreSa().train(spec, inp)
+        alone = train(PreSa, spec, inp)
         assert alone.info["ensemble_size"] == 1
         for a, b in zip(params(alone.policy), params(together.policy)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -264,10 +258,10 @@ def test_batched_cells_equal_cells_trained_alone(sim_dataset: Dataset) -> None:
     # different seeds really are different models
     assert not torch.allclose(params(batched[0].policy)[0], params(batched[1].policy)[0])
     with pytest.raises(BadInput, match="share one config"):
-        PreSa.train_many([specs[0], dataclasses.replace(specs[1], overrides={**FAST, "alpha": 1.0})], inputs[:2])
+        train_many(PreSa, [specs[0], dataclasses.replace(specs[1], overrides={**FAST, "alpha": 1.0})], inputs[:2])
     # on CPU the default trains cells one at a time (batching was measured slower there)
     if not torch.cuda.is_available():
-        assert PreSa.train_many(specs[:2], inputs[:2])[0].info["ensemble_size"] == 1
+        assert train_many(PreSa, specs[:2], inputs[:2])[0].info["ensemble_size"] == 1
 
 
 def test_cpl_ablation_needs_no_safety_labels(sim_dataset: Dataset) -> None:
@@ -275,29 +269,29 @@ def test_cpl_ablation_needs_no_safety_labels(sim_dataset: Dataset) -> None:
     no_labels = dataclasses.replace(
         feedback, safety_episode=feedback.safety_episode[:0], safety_start=feedback.safety_start[:0], safety_label=feedback.safety_label[:0]
     )
-    out = CPL().train(make_spec(sim_dataset, steps=15), TrainInputs(sim_dataset.learner_view(), no_labels))
+    out = train(CPL, make_spec(sim_dataset, steps=15), TrainInputs(sim_dataset.learner_view(), no_labels))
     assert all("lambda" not in row and "safety_score" not in row for row in out.curve)
     assert any("pref_loss" in row for row in out.curve)
     with pytest.raises(BadInput, match="no safety labels"):
-        PreSa().train(make_spec(sim_dataset, steps=15), TrainInputs(sim_dataset.learner_view(), no_labels))
+        train(PreSa, make_spec(sim_dataset, steps=15), TrainInputs(sim_dataset.learner_view(), no_labels))
 
 
 def test_device_choice(sim_dataset: Dataset) -> None:
     inputs = make_inputs(sim_dataset)
-    out = PreSa().train(dataclasses.replace(make_spec(sim_dataset, steps=4), device="auto"), inputs)
+    out = train(PreSa, dataclasses.replace(make_spec(sim_dataset, steps=4), device="auto"), inputs)
     assert out.steps == 4
     if not torch.cuda.is_available():
         with pytest.raises(BadInput, match="GPU"):
-            PreSa().train(dataclasses.replace(make_spec(sim_dataset, steps=4), device="cuda"), inputs)
+            train(PreSa, dataclasses.replace(make_spec(sim_dataset, steps=4), device="cuda"), inputs)
     with pytest.raises(BadInput, match="unknown device"):
-        PreSa().train(dataclasses.replace(make_spec(sim_dataset, steps=4), device="tpu"), inputs)
+        train(PreSa, dataclasses.replace(make_spec(sim_dataset, steps=4), device="tpu"), inputs)
 
 
 def test_same_seed_same_numbers(sim_dataset: Dataset) -> None:
     inputs = make_inputs(sim_dataset)
-    a = PreSa().train(make_spec(sim_dataset, steps=15, bc_coeff=0.5, reference_point="kto", constraint_form="log",
+    a = train(PreSa, make_spec(sim_dataset, steps=15, bc_coeff=0.5, reference_point="kto", constraint_form="log",
                                 delta_mode="relative"), inputs)
-    b = PreSa().train(make_spec(sim_dataset, steps=15, bc_coeff=0.5, reference_point="kto", constraint_form="log",
+    b = train(PreSa, make_spec(sim_dataset, steps=15, bc_coeff=0.5, reference_point="kto", constraint_form="log",
                                 delta_mode="relative"), inputs)
     assert a.curve == b.curve
     assert all(torch.equal(x, y) for x, y in zip(params(a.policy), params(b.policy)))
@@ -308,7 +302,7 @@ def test_warmup_uses_its_own_learning_rate(sim_dataset: Dataset) -> None:
 
     def warmup_only(**overrides: Any) -> list[torch.Tensor]:
         spec = make_spec(sim_dataset, steps=10, warmup_steps=10, **overrides)
-        return params(PreSa().train(spec, inputs).policy)
+        return params(train(PreSa, spec, inputs).policy)
 
     a = warmup_only(lr=1e-4, warmup_lr=1e-3)
     b = warmup_only(lr=5e-4, warmup_lr=1e-3)  # lr is the joint phase's only

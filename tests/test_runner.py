@@ -63,12 +63,16 @@ def test_killed_run_resumes_to_identical_numbers(sim_dataset_path, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_cell(spec(sim_dataset_path), tmp_path / "killed", on_log=die)
     cell = resolve(spec(sim_dataset_path))
-    assert (store.checkpoint_dir(tmp_path / "killed", cell.key) / "linear_bc.npz").is_file()
+    assert (store.checkpoint_dir(tmp_path / "killed", cell.key) / "train.pt").is_file()
     assert not store.cell_path(tmp_path / "killed", cell.key).exists()
     seen = []
     resumed = run_cell(spec(sim_dataset_path), tmp_path / "killed", on_log=lambda s, m: seen.append(s))
     assert seen[0] == 150, "the trainer must resume from the step-100 checkpoint"
     assert resumed.summary == uninterrupted.summary
+    stored = {name: store.load_results(tmp_path / name).iloc[0] for name in ("full", "killed")}
+    assert stored["full"]["steps"] == stored["killed"]["steps"] == 300
+    curves = {name: store.load_curves(tmp_path / name)[["step", "metric", "value"]] for name in ("full", "killed")}
+    assert curves["full"].equals(curves["killed"]), "a resumed run stores the uninterrupted run's curve"
 
 
 def test_stale_checkpoint_of_another_config_is_discarded(sim_dataset_path, tmp_path):

@@ -1,10 +1,9 @@
-"""Vectorised cells (issue 9): a seed/threshold group trained by one Algorithm.train_many call stores,
+"""Vectorised cells (issue 9): a seed/threshold group trained by one bench.training.train_many call stores,
 per cell, the same episodes as running the cells one by one; the sweep's --vectorise uses it."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +12,6 @@ import bench  # noqa: F401
 from bench import results as store
 from bench.cli import app, main
 from bench.errors import BadInput
-from bench.interfaces import Algorithm
 from _sim_data import run_group_and_alone
 from bench.runner import CellSpec, run_cells, run_cells_safely
 
@@ -47,24 +45,25 @@ def test_vectorised_group_stores_same_episodes_as_single_cells(sim_dataset_path,
     assert [o.status for o in run_cells(specs, tmp_path / "vec", ensemble_size=3)] == ["skipped"] * 3
 
 
-def test_default_train_many_loops_over_train():
-    seen = []
+def test_one_member_learners_train_cells_one_by_one(sim_dataset_path, tmp_path, monkeypatch):
+    """An algorithm whose learner has one member (the default cells_per_learner) gets one learner
+    per cell from a run_cells group, and stores what run_cell stores."""
+    import _sim_data
 
-    class Loop(Algorithm):
-        name = "loop"
+    _sim_data.register(monkeypatch)
+    built = []
+    original = _sim_data.LinearBC.learner.__func__
 
-        @classmethod
-        def config_for(cls, spec):
-            return {}
+    def spy(cls, specs, inputs_list):
+        built.append(len(specs))
+        return original(cls, specs, inputs_list)
 
-        def train(self, spec, inputs):
-            seen.append((spec, inputs))
-            return ("out", spec.seed)
-
-    specs = [SimpleNamespace(seed=1), SimpleNamespace(seed=2)]
-    outputs = Loop.train_many(specs, ["a", "b"], ensemble_size=2)
-    assert outputs == [("out", 1), ("out", 2)]
-    assert seen == [(specs[0], "a"), (specs[1], "b")]
+    monkeypatch.setattr(_sim_data.LinearBC, "learner", classmethod(spy))
+    specs = [CellSpec(task="BallRun", algorithm="linear-bc", threshold=20.0, seed=s, profile="smoke", dataset=str(sim_dataset_path),
+                      device="cpu") for s in (0, 1)]
+    vec, one = run_group_and_alone(monkeypatch, _sim_data.LinearBC, specs, tmp_path)
+    assert built == [1, 1, 1, 1]  # two cells in the group, then each alone
+    assert vec.equals(one)
 
 
 def test_run_cells_rejects_mixed_groups(sim_dataset_path, tmp_path):
@@ -92,12 +91,12 @@ def test_sweep_vectorise_groups_pending_cells_and_resumes(sim_dataset_path, tmp_
 
 
 def test_failed_group_records_a_failure_per_cell(sim_dataset_path, tmp_path, monkeypatch):
-    from presa.algorithm import PreSa
+    from bench import training
 
-    def boom(cls, specs, inputs_list, ensemble_size=None):
+    def boom(algorithm, specs, inputs_list, ensemble_size=None):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(PreSa, "train_many", classmethod(boom))
+    monkeypatch.setattr(training, "train_many", boom)
     outcomes = run_cells_safely([cell(sim_dataset_path, seed=0), cell(sim_dataset_path, seed=1)], tmp_path)
     assert [o.status for o in outcomes] == ["failed", "failed"]
     assert all("out of memory" in o.error for o in outcomes)
