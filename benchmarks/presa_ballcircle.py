@@ -49,6 +49,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from bench import training
     from bench.algorithms import get_algorithm
     from bench.data import find_dataset, load_dataset
     from bench.evaluation import evaluate_policy
@@ -111,10 +112,8 @@ def main() -> None:
         for name in ("bc-all", "bc-safe"):
             cls = get_algorithm(name)
             for k, s in cells:
-                torch.manual_seed(s)
-                np.random.seed(s)
                 spec = TrainSpec(task, k, s, bc_profile)
-                out = cls().train(spec, TrainInputs(dataset.learner_view(), None, dataset))
+                out = training.train(cls, spec, TrainInputs(dataset.learner_view(), None, dataset))  # seeds as a run does
                 summary = evaluate_policy(out.policy, task, k, episodes=args.eval_episodes, seed=s, num_envs=10).summary()
                 baseline_rows.append({"algo": name, "threshold": k, "seed": s, **summary})
 
