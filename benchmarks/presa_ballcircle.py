@@ -1,6 +1,6 @@
 """Experiment: PreSa on BallCircle at thresholds 10/20/40 x seeds, next to BC-All and BC-Safe.
 
-Not a test. All PreSa cells (every threshold x seed) go through PreSa.train_many
+Not a test. All PreSa cells (every threshold x seed) go through bench.training.train_many
 (one batched ensemble with --ensemble-size 9); each cell gets its own synthetic feedback from bench.feedback's scripted teacher
 (threshold-dependent safety labels, seed-dependent queries). BC-All and BC-Safe are the baselines
 engineer's registered algorithms (baselines.bc, OSRL's BC) on the same data, same evaluation.
@@ -85,7 +85,7 @@ def main() -> None:
     print(f"{task.name}: {path} ({dataset.num_episodes} episodes), {len(cells)} cells, H={inputs[0].feedback.segment_length}")
     print(f"{args.algo} config: {json.dumps(config.to_dict())}")
     started = time.perf_counter()
-    outputs = algo.train_many(specs, inputs, ensemble_size=args.ensemble_size)
+    outputs = training.train_many(algo, specs, inputs, ensemble_size=args.ensemble_size)
     train_seconds = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
     for (k, s), fb, out in zip(cells, inputs, outputs):
@@ -112,8 +112,10 @@ def main() -> None:
         for name in ("bc-all", "bc-safe"):
             cls = get_algorithm(name)
             for k, s in cells:
+                torch.manual_seed(s)
+                np.random.seed(s)
                 spec = TrainSpec(task, k, s, bc_profile)
-                out = training.train(cls, spec, TrainInputs(dataset.learner_view(), None, dataset))  # seeds as a run does
+                out = training.train(cls, spec, TrainInputs(dataset.learner_view(), None, dataset))
                 summary = evaluate_policy(out.policy, task, k, episodes=args.eval_episodes, seed=s, num_envs=10).summary()
                 baseline_rows.append({"algo": name, "threshold": k, "seed": s, **summary})
 

@@ -1,6 +1,6 @@
 """The actor as a batched ensemble: E independent MLPs evaluated with one torch.baddbmm per layer.
 
-One PreSa run is an ensemble of size 1; `presa.trainer.train_many` trains several cells (seeds,
+One PreSa run is an ensemble of size 1; `presa.trainer.PreSaLearner` trains several cells (seeds,
 thresholds) as one ensemble, so that every layer is one batched matrix product instead of E small
 ones. Each member draws its initial weights and dropout masks from its own torch.Generator, so a
 member's numbers do not depend on which other members it is trained with.
