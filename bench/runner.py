@@ -28,7 +28,6 @@ from bench.errors import BadInput, BenchError
 from bench.evaluation import EVAL_NUM_ENVS
 from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
 from bench.profiles import Profile, get_profile
-from bench.seeding import seed_everything  # noqa: F401  (re-exported: callers seed as the runner does)
 from bench.tasks import Task, get_task
 from bench.training import DURING_TRAINING_SEED_OFFSET
 #: Overrides with this prefix go to bench.feedback.feedback_for_run, not to the algorithm.
