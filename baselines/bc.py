@@ -5,23 +5,21 @@ BC-All clones every transition of the dataset; BC-Safe only the episodes whose (
 the dataset's ground-truth cost (BC-Safe to filter, BC-All only to be comparable) and are oracle
 baselines: ``uses_ground_truth = True``.
 
-``train_many`` trains cells that differ only in seed / threshold as one torch.func-stacked model
-(`train_bc_batched`); each cell's numbers equal its solo run's to float tolerance (docs/baselines.md).
+Cells that differ only in seed / threshold train as one torch.func-stacked model (`BatchedBCLearner`,
+``--ensemble-size``); each cell's numbers equal its solo run's to float tolerance (docs/baselines.md).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from baselines import osrl_common as oc
 from bench.errors import BadInput
-from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
+from bench.interfaces import Algorithm, Learner, TrainInputs, TrainSpec
 
 
 @dataclass
@@ -60,42 +58,26 @@ class _BCBase(Algorithm):
             raise BadInput(f"{cls.name}: bc_mode must be 'all' or 'safe' (got '{config.bc_mode}')")
         return config
 
-    def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
-        config = self.config_for(spec)
-        data = oc.ground_truth_dict(self.name, inputs)
-        return train_bc(spec, config, data, self.name)
+    @classmethod
+    def cells_per_learner(cls, specs: Sequence[TrainSpec], requested: int | None) -> int:
+        """Cells that differ only in seed / threshold train as batched models of at most ``requested``
+        members (None: all of them on a GPU, CPU_ENSEMBLE_SIZE on CPU). Each cell's numbers equal (to
+        float tolerance) its solo run's; a learner of one cell IS the solo run."""
+        _check_group(cls.name, specs, [cls.config_for(spec) for spec in specs])
+        if requested is None:
+            return len(specs) if str(specs[0].device).startswith("cuda") else CPU_ENSEMBLE_SIZE
+        return int(requested)
 
     @classmethod
-    def train_many(
-        cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs], ensemble_size: int | None = None
-    ) -> list[TrainOutput]:
-        """Train cells that differ only in seed / threshold as batched models of at most ``ensemble_size``
-        members (None: all of them on a GPU, CPU_ENSEMBLE_SIZE on CPU). Each cell's output equals (to
-        float tolerance) its solo ``train``; a batch of one IS the solo ``train``."""
-        if len(specs) != len(inputs_list) or not specs:
-            raise BadInput(f"{cls.name} train_many: give one TrainInputs per TrainSpec (and at least one)")
+    def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> Learner:
         configs = [cls.config_for(spec) for spec in specs]
-        _check_group(cls.name, specs, inputs_list, configs)
-        if ensemble_size is None:
-            ensemble_size = len(specs) if str(specs[0].device).startswith("cuda") else CPU_ENSEMBLE_SIZE
-        if ensemble_size < 1:
-            raise BadInput(f"{cls.name} train_many: ensemble_size must be >= 1, got {ensemble_size}")
-        # cells resuming from different steps cannot share a batch: group them by their checkpoint's step
-        groups: dict[int, list[int]] = {}
-        for i, spec in enumerate(specs):
-            groups.setdefault(_checkpoint_step(oc.checkpoint_path(spec, f"{cls.name}.pt")), []).append(i)
-        outputs: list[TrainOutput | None] = [None] * len(specs)
-        for group in groups.values():
-            for begin in range(0, len(group), ensemble_size):
-                chunk = group[begin : begin + ensemble_size]
-                if len(chunk) == 1:  # exactly the solo run (osrl's own train_one_step)
-                    i = chunk[0]
-                    outputs[i] = train_bc(specs[i], configs[i], oc.ground_truth_dict(cls.name, inputs_list[i]), cls.name)
-                    continue
-                datas = [oc.ground_truth_dict(cls.name, inputs_list[i]) for i in chunk]
-                for i, out in zip(chunk, train_bc_batched([specs[i] for i in chunk], configs[chunk[0]], datas, cls.name)):
-                    outputs[i] = out
-        return outputs  # type: ignore[return-value]
+        _check_group(cls.name, specs, configs)
+        if not all(_same_dataset(inputs.dataset, inputs_list[0].dataset) for inputs in inputs_list):
+            raise BadInput(f"{cls.name}: cells of one batch must share one dataset; train them apart")
+        datas = [oc.ground_truth_dict(cls.name, inputs) for inputs in inputs_list]
+        if len(specs) == 1:  # exactly the solo run (osrl's own train_one_step)
+            return bc_learner(specs[0], configs[0], datas[0], cls.name)
+        return BatchedBCLearner(specs, configs[0], datas, cls.name)
 
 
 #: Cells per batched model on CPU when train_many is not told (``--ensemble-size``). Measured (bc-all,
@@ -105,31 +87,22 @@ class _BCBase(Algorithm):
 CPU_ENSEMBLE_SIZE = 1
 
 
-def _check_group(name: str, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs], configs: list[BCConfig]) -> None:
-    """Cells of one batch must share everything but seed and threshold (BadInput names what differs)."""
+def _check_group(name: str, specs: Sequence[TrainSpec], configs: list[BCConfig]) -> None:
+    """Cells trained together must share everything but seed and threshold (BadInput names what differs)."""
     first, first_config = specs[0], asdict(configs[0])
-    for spec, inputs, config in zip(specs, inputs_list, configs):
+    for spec, config in zip(specs, configs):
         diff = sorted(k for k, v in asdict(config).items() if first_config[k] != v)
         if diff:
             raise BadInput(f"{name} train_many: cells must share one config (they differ in {', '.join(diff)}); train them apart")
         for attr in ("task", "profile", "device"):
             if getattr(spec, attr) != getattr(first, attr):
                 raise BadInput(f"{name} train_many: cells must share one {attr}; train them apart")
-        if not _same_dataset(inputs.dataset, inputs_list[0].dataset):
-            raise BadInput(f"{name} train_many: cells must share one dataset; train them apart")
 
 
 def _same_dataset(a: Any, b: Any) -> bool:
     if a is b or a is None or b is None:  # None: ground_truth_dict reports it with its own message
         return True
     return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("observations", "actions", "costs", "rewards", "terminals", "timeouts"))
-
-
-def _checkpoint_step(path: Path | None) -> int:
-    """The step of the checkpoint a run would resume from (-1: none, a fresh start)."""
-    if path is None or not path.is_file():
-        return -1
-    return int(oc.torch_load(path)["step"])
 
 
 @dataclass
@@ -185,124 +158,141 @@ def _actor_policy(actor: Any, device: str) -> oc.TorchPolicy:
     return oc.TorchPolicy({"actor": actor}, lambda m, obs: m["actor"](obs), device)
 
 
-def train_bc(spec: TrainSpec, config: BCConfig, data: dict[str, Any], name: str) -> TrainOutput:
-    """train_bc.py's sequence: seed_all, process_bc_dataset, BC, BCTrainer, DataLoader, train_one_step."""
+def bc_learner(spec: TrainSpec, config: BCConfig, data: dict[str, Any], name: str) -> oc.OSRLLearner:
+    """train_bc.py's sequence (`_setup`, then the DataLoader's batches, one train_one_step per step).
+
+    The batches are `TransitionBatches`' (the DataLoader's, vectorised), drawn from a RandomState that
+    starts where numpy's global RNG stands, as a batched member's do: the same draws as OSRL's, and the
+    learner's state carries them, so a solo run and a batched member resume each other."""
     s = _setup(spec, config, data, name)
-    model, trainer = s.model, s.trainer
-    batches = oc.dataloader(s.dataset, config.batch_size, spec.device)  # TransitionBatches: the DataLoader's batches
+    random_state = np.random.RandomState()
+    batches = oc.TransitionBatches(s.dataset, config.batch_size, pin_memory=str(spec.device).startswith("cuda"),
+                                   random_state=random_state)  # draws the loader's torch seed, as iter(DataLoader)
+    random_state.set_state(np.random.get_state())
 
     def step() -> None:
         observations, _, actions, _, _, _ = [b.to(spec.device) for b in next(batches)]
-        trainer.train_one_step(observations, actions)
+        s.trainer.train_one_step(observations, actions)
 
-    loop = oc.TrainingLoop(spec, model, trainer, s.logger, lambda: _actor_policy(model.actor, spec.device),
-                           oc.checkpoint_path(spec, f"{name}.pt"))
-    result = loop.run(s.steps, step)
-    info = {"bc_mode": config.bc_mode, "bc_transitions": s.kept, "ensemble_size": 1}
-    return oc.finish(loop, result, info, s.note, s.planned)
+    return oc.OSRLLearner(s.model, s.trainer, s.logger, step, lambda: _actor_policy(s.model.actor, spec.device),
+                          s.steps, _info(config, s, 1), random_state)
 
 
-@dataclass
-class _Member:
-    """One cell of a batched run: its solo objects (model, trainer, loop) and its own numpy RNG."""
-
-    setup: _Setup
-    loop: oc.TrainingLoop
-    sampler: oc.TransitionBatches
-    random_state: np.random.RandomState
-    #: python/torch RNG states as the solo run holds them from here on (BC's training draws only numpy).
-    rng: dict[str, Any]
+def _info(config: BCConfig, s: _Setup, members: int) -> dict[str, Any]:
+    return {"bc_mode": config.bc_mode, "bc_transitions": s.kept, "ensemble_size": members, **oc.budget_info(s.planned, s.note)}
 
 
-def train_bc_batched(specs: Sequence[TrainSpec], config: BCConfig, datas: list[dict[str, Any]], name: str) -> list[TrainOutput]:
+class BatchedBCLearner(Learner):
     """K cells as ONE model: the members' osrl MLPActors stacked with torch.func.stack_module_state and
     run under torch.vmap (functional_call), the sum of their MSE losses, one Adam over the stacked
     parameters -- Adam is elementwise and a member's loss reaches only its own slice, so every member
     takes the update it would take alone. Each member starts from its solo run's parameters
     (`_setup`) and draws its solo run's batches from its own RandomState, holding the state the global
-    numpy RNG would have; logging, evaluation, best policy and checkpoints are its own TrainingLoop's,
-    so its checkpoint is the one a solo run writes (either can resume the other)."""
-    import torch
-    import torch.nn.functional as F
-    from torch.func import functional_call, stack_module_state
+    numpy RNG would have. Its learner state is the one `bc_learner` keeps (`oc.member_state` of its solo
+    model and trainer, into which `_sync` copies its slice), so either resumes the other."""
 
-    device = specs[0].device
-    members: list[_Member] = []
-    for spec, data in zip(specs, datas):
-        s = _setup(spec, config, data, name)
-        random_state = np.random.RandomState()
-        sampler = oc.TransitionBatches(s.dataset, config.batch_size, random_state=random_state)  # draws the loader's torch seed
-        rng = oc.rng_state()  # what the solo run's global RNGs hold when its first batch is drawn
-        random_state.set_state(rng["numpy"])
-        loop = oc.TrainingLoop(
-            spec, s.model, s.trainer, s.logger, (lambda a=s.model.actor, d=device: _actor_policy(a, d)),
-            oc.checkpoint_path(spec, f"{name}.pt"),
-            get_rng=(lambda r=rng, rs=random_state: {**r, "numpy": rs.get_state()}),
-            set_rng=(lambda state, r=rng, rs=random_state: (r.update(state), rs.set_state(state["numpy"]))),
-        )
-        loop.resume()
-        members.append(_Member(s, loop, sampler, random_state, rng))
-    if len({m.loop.step for m in members}) != 1:  # train_many groups cells by their checkpoint's step
-        raise BadInput(f"{name}: cells of one batch must resume from one step; train them apart")
+    def __init__(self, specs: Sequence[TrainSpec], config: BCConfig, datas: list[dict[str, Any]], name: str) -> None:
+        import torch
+        import torch.nn.functional as F
+        from torch.func import functional_call, stack_module_state
 
-    actors = [m.setup.model.actor for m in members]
-    params, buffers = stack_module_state(actors)  # (K, ...) leaves, in the actors' parameter order
-    optimizer = torch.optim.Adam(list(params.values()), lr=config.actor_lr)
-    solo_optims = [m.setup.model.actor_optim for m in members]
-    if solo_optims[0].state:  # resumed: stack the members' Adam slots (exp_avg, exp_avg_sq; one step count)
-        slots = [o.state_dict()["state"] for o in solo_optims]
-        stacked = {
-            i: {k: (torch.stack([s[i][k] for s in slots]) if v.dim() > 0 else v.clone()) for k, v in slots[0][i].items()}
-            for i in slots[0]
-        }
-        optimizer.load_state_dict({"state": stacked, "param_groups": optimizer.state_dict()["param_groups"]})
-    base = copy.deepcopy(actors[0]).to("meta")  # structure only: functional_call supplies each member's tensors
+        self.device = specs[0].device
+        self.config = config
+        self.setups: list[_Setup] = []
+        self.random_states: list[np.random.RandomState] = []
+        self.samplers: list[oc.TransitionBatches] = []
+        for spec, data in zip(specs, datas):
+            s = _setup(spec, config, data, name)
+            random_state = np.random.RandomState()
+            self.samplers.append(oc.TransitionBatches(s.dataset, config.batch_size, random_state=random_state))  # draws the loader's torch seed
+            random_state.set_state(np.random.get_state())  # what the solo run's global RNG holds at its first batch
+            self.setups.append(s)
+            self.random_states.append(random_state)
+        self.members = len(self.setups)
+        self.total_steps = self.setups[0].steps
+        self.steps_done = self.resumed_from = 0
 
-    def member_loss(p: dict[str, Any], b: dict[str, Any], obs: Any, act: Any) -> Any:
-        return F.mse_loss(functional_call(base, (p, b), (obs,)), act)  # BC.actor_loss
+        actors = [s.model.actor for s in self.setups]
+        self.params, self.buffers = stack_module_state(actors)  # (K, ...) leaves, in the actors' parameter order
+        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=config.actor_lr)
+        self.solo_optims = [s.model.actor_optim for s in self.setups]
+        base = copy.deepcopy(actors[0]).to("meta")  # structure only: functional_call supplies each member's tensors
 
-    batched_loss = torch.vmap(member_loss)
+        def member_loss(p: dict[str, Any], b: dict[str, Any], obs: Any, act: Any) -> Any:
+            return F.mse_loss(functional_call(base, (p, b), (obs,)), act)  # BC.actor_loss
 
-    def sync(e: int) -> None:
+        self.batched_loss = torch.vmap(member_loss)
+
+    def step(self, step: int) -> dict[str, list[float]]:
+        import torch
+
+        idx = [sampler.indices() for sampler in self.samplers]
+        obs = np.stack([s.dataset.dataset["observations"][i] for s, i in zip(self.setups, idx)])
+        act = np.stack([s.dataset.dataset["actions"][i] for s, i in zip(self.setups, idx)])
+        losses = self.batched_loss(self.params, self.buffers, torch.from_numpy(obs).to(self.device),
+                                   torch.from_numpy(act).to(self.device))
+        self.optimizer.zero_grad()
+        losses.sum().backward()
+        self.optimizer.step()
+        self.steps_done = step + 1
+        return {"actor_loss": losses.detach().tolist()}  # what BCTrainer.train_one_step stores, per member
+
+    def _sync(self, e: int) -> None:
         """Copy member e's slice of the stacked parameters and Adam slots into its solo model/optimizer."""
+        import torch
+
         with torch.no_grad():
-            for key, param in members[e].setup.model.actor.named_parameters():
-                param.copy_(params[key][e])
-        state = optimizer.state_dict()
+            for key, param in self.setups[e].model.actor.named_parameters():
+                param.copy_(self.params[key][e])
+        state = self.optimizer.state_dict()
         member_state = {
             i: {k: (v[e].clone() if v.dim() > 0 else v.clone()) for k, v in slot.items()} for i, slot in state["state"].items()
         }
-        solo = solo_optims[e]
+        solo = self.solo_optims[e]
         solo.load_state_dict({"state": member_state, "param_groups": solo.state_dict()["param_groups"]})
 
-    for e, member in enumerate(members):
-        member.loop.sync = (lambda e=e: sync(e))
+    def policies(self) -> list[Any]:
+        for e in range(self.members):
+            self._sync(e)
+        return [_actor_policy(s.model.actor, self.device) for s in self.setups]
 
-    def step() -> None:
-        idx = [m.sampler.indices() for m in members]
-        obs = np.stack([m.setup.dataset.dataset["observations"][i] for m, i in zip(members, idx)])
-        act = np.stack([m.setup.dataset.dataset["actions"][i] for m, i in zip(members, idx)])
-        losses = batched_loss(params, buffers, torch.from_numpy(obs).to(device), torch.from_numpy(act).to(device))
-        optimizer.zero_grad()
-        losses.sum().backward()
-        optimizer.step()
-        for m, value in zip(members, losses.detach().tolist()):
-            m.setup.logger.store(**{"loss/actor_loss": value})  # what BCTrainer.train_one_step stores
+    def policy_from_state(self, member: int, state: Any) -> Any:
+        policy = _actor_policy(self.setups[member].model.actor, self.device)
+        policy.load_state_dict(state)
+        return policy
 
-    total = members[0].setup.steps
-    seconds = 0.0
-    while members[0].loop.step < total:
-        started = time.perf_counter()
-        step()
-        seconds += time.perf_counter() - started
-        for member in members:
-            member.loop.advance(total)
-    outputs = []
-    for e, member in enumerate(members):
-        sync(e)
-        info = {"bc_mode": config.bc_mode, "bc_transitions": member.setup.kept, "ensemble_size": len(members)}
-        outputs.append(oc.finish(member.loop, member.loop.result(seconds), info, member.setup.note, member.setup.planned))
-    return outputs
+    def state_dicts(self) -> list[dict[str, Any]]:
+        states = []
+        for e, (s, random_state) in enumerate(zip(self.setups, self.random_states)):
+            self._sync(e)
+            states.append(oc.member_state(s.model, s.trainer, random_state, self.steps_done))
+        return states
+
+    def load_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
+        """Each member's solo state (a batched member's or a solo run's), then stacked again: the
+        parameters into their slices, the members' Adam slots (exp_avg, exp_avg_sq; one step count)."""
+        import torch
+
+        steps = {oc.load_member_state(s.model, s.trainer, rs, state)
+                 for s, rs, state in zip(self.setups, self.random_states, states)}
+        self.steps_done = self.resumed_from = max(steps)
+        with torch.no_grad():
+            for e, s in enumerate(self.setups):
+                for key, param in s.model.actor.named_parameters():
+                    self.params[key][e].copy_(param)
+        if self.solo_optims[0].state:
+            slots = [o.state_dict()["state"] for o in self.solo_optims]
+            stacked = {
+                i: {k: (torch.stack([s[i][k] for s in slots]) if v.dim() > 0 else v.clone()) for k, v in slots[0][i].items()}
+                for i in slots[0]
+            }
+            self.optimizer.load_state_dict({"state": stacked, "param_groups": self.optimizer.state_dict()["param_groups"]})
+
+    def info(self, member: int, curve: Sequence[dict[str, float]]) -> dict[str, Any]:
+        info = _info(self.config, self.setups[member], self.members)
+        if self.resumed_from:
+            info["resumed_from_step"] = self.resumed_from
+        return info
 
 
 class BCAll(_BCBase):

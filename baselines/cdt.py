@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 
 from baselines import osrl_common as oc
 from bench.errors import BadInput
-from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
+from bench.interfaces import Algorithm, Learner, TrainInputs, TrainSpec
 
 
 class _PerTask(NamedTuple):
@@ -283,13 +283,14 @@ class CDT(Algorithm):
             config.target_return = target_return_for(per_task, spec.threshold)
         return config
 
-    def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
-        config = self.config_for(spec)
-        return train_cdt(spec, config, oc.ground_truth_dict(self.name, inputs), self.name)
+    @classmethod
+    def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> Learner:
+        spec, inputs = specs[0], inputs_list[0]
+        return cdt_learner(spec, cls.config_for(spec), oc.ground_truth_dict(cls.name, inputs), cls.name)
 
 
-def train_cdt(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: str) -> TrainOutput:
-    """train_cdt.py's sequence: seed_all, CDT, CDTTrainer, SequenceDataset, DataLoader, train_one_step."""
+def cdt_learner(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: str) -> oc.OSRLLearner:
+    """train_cdt.py's sequence: seed_all, CDT, CDTTrainer, SequenceDataset, DataLoader; a step is one train_one_step."""
     oc.import_osrl()
     from osrl.algorithms import CDT as OsrlCDT
     from osrl.algorithms import CDTTrainer
@@ -353,11 +354,9 @@ def train_cdt(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: st
         return CDTPolicy(model, float(config.target_return), spec.threshold, config.reward_scale,
                          config.cost_scale, episode_len, spec.device)
 
-    loop = oc.TrainingLoop(spec, model, trainer, logger, make_policy, oc.checkpoint_path(spec, f"{name}.pt"))
-    result = loop.run(steps, step)
     info = {"target_return": float(config.target_return), "target_cost": float(spec.threshold),
-            "augmented_episodes": len(dataset.aug_data), "batch_size": batch_size}
-    return oc.finish(loop, result, info, note, planned)
+            "augmented_episodes": len(dataset.aug_data), "batch_size": batch_size, **oc.budget_info(planned, note)}
+    return oc.OSRLLearner(model, trainer, logger, step, make_policy, steps, info)
 
 
 def _sequence_dataset(cls: Any, data: dict[str, Any], config: CDTConfig, linear: bool) -> Any:

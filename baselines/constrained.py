@@ -15,11 +15,11 @@ clamped to [-0.5, 0.5] around it) so that a policy is a function of the observat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 from baselines import osrl_common as oc
 from bench.errors import BadInput
-from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
+from bench.interfaces import Algorithm, Learner, TrainInputs, TrainSpec
 
 #: Throughput on this project's shared 2-core CPU with one thread, batch 512, BallCircle (docs/baselines.md):
 #: BCQ-Lag ~1.9, CPQ ~4, COptiDICE ~10 steps/s. The full 100k-step budgets need a GPU; on CPU a run is
@@ -220,10 +220,12 @@ CONSTRAINED: dict[str, tuple[type, Callable[..., tuple[Any, ...]]]] = {
 }
 
 
-def train_constrained(
-    kind: str, spec: TrainSpec, config: Any, data: dict[str, Any], name: str, checkpoint_name: str | None = None
-) -> TrainOutput:
-    """Train BCQ-Lag / CPQ / COptiDICE on a DSRL data dict (ground truth or relabelled) with cost limit spec.threshold."""
+def constrained_learner(
+    kind: str, spec: TrainSpec, config: Any, data: dict[str, Any], name: str, info: dict[str, Any] | None = None
+) -> oc.OSRLLearner:
+    """BCQ-Lag / CPQ / COptiDICE on a DSRL data dict (ground truth or relabelled), cost limit spec.threshold,
+    built as the scripts build it (seed_all, env, then the model, trainer and loader). ``info``: what the
+    caller adds to the result record (safe-rlhf: its stage 1)."""
     oc.import_osrl()
     from osrl.common.exp_util import seed_all
 
@@ -233,10 +235,8 @@ def train_constrained(
     seed_all(spec.seed)
     bound = oc.max_action(spec.task)  # the scripts make the env right after seed_all
     model, trainer, logger, step, make_policy = CONSTRAINED[kind][1](spec, config, data, bound)
-    loop = oc.TrainingLoop(spec, model, trainer, logger, make_policy,
-                           oc.checkpoint_path(spec, checkpoint_name or f"{name}.pt"))
-    result = loop.run(steps, step)
-    return oc.finish(loop, result, {"offline_rl": kind}, note, planned)
+    return oc.OSRLLearner(model, trainer, logger, step, make_policy, steps,
+                          {**(info or {}), "offline_rl": kind, **oc.budget_info(planned, note)})
 
 
 class _Constrained(Algorithm):
@@ -248,8 +248,10 @@ class _Constrained(Algorithm):
         config = CONSTRAINED[cls.name][0](episode_len=spec.task.episode_length)
         return oc.apply_overrides(config, spec.overrides, cls.name)
 
-    def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
-        return train_constrained(self.name, spec, self.config_for(spec), oc.ground_truth_dict(self.name, inputs), self.name)
+    @classmethod
+    def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> Learner:
+        spec, inputs = specs[0], inputs_list[0]
+        return constrained_learner(cls.name, spec, cls.config_for(spec), oc.ground_truth_dict(cls.name, inputs), cls.name)
 
 
 class BCQLag(_Constrained):

@@ -1,4 +1,4 @@
-"""What every osrl-lib wrapper shares: data hand-over, configs, policies, the training loop.
+"""What every osrl-lib wrapper shares: data hand-over, configs, policies, state capture, `OSRLLearner`.
 
 The wrappers call osrl-lib exactly the way OSRL's example scripts (examples/train/train_*.py of
 github.com/liuzuxin/OSRL) do -- ``seed_all(seed)``, build the model and trainer, a ``DataLoader``
@@ -8,8 +8,8 @@ checks it). What differs, and why:
 
 - The data dict is built from bench's ``Dataset`` (the DSRL arrays) instead of ``env.get_dataset()``;
   ``env.pre_process_data`` with the scripts' default arguments returns the episodes unchanged.
-- No wandb: a capturing logger stands in for OSRL's WandbLogger (its ``store`` calls become our
-  ``spec.log`` metrics).
+- No wandb: a capturing logger stands in for OSRL's WandbLogger (its ``store`` calls become the
+  learner's per-step metrics, which bench.training's loop averages and logs).
 - ``DataLoader(num_workers=0)``: OSRL's datasets draw samples from numpy's global RNG, which forked
   workers would each copy (duplicated batches, irreproducible order); in-process loading makes a
   run reproducible and resumable from the saved RNG state.
@@ -20,9 +20,12 @@ checks it). What differs, and why:
   (CDT) stays on the DataLoader.
 - Evaluation is the benchmark's (bench.evaluation, raw env rewards); OSRL's own ``trainer.evaluate``
   (reward-scaled env) is never called. Policies are batched and deterministic.
-- The training loop checkpoints everything that changes (model, optimizers, schedulers, plain
-  tensors such as CPQ's ``log_alpha``, BCQ-Lag's PID controller, RNG states, curve, best policy) so
-  that a killed run resumes to the same numbers as an uninterrupted one.
+- Training runs in bench.training's one loop (logging, online evaluation with the RNG states kept,
+  best policy, checkpoints, resume): each wrapper builds an `OSRLLearner` (baselines/bc.py's
+  batched BC its own multi-member Learner), whose state is everything training changes in the
+  model and trainer (`capture_state`: optimizers, schedulers, plain tensors such as CPQ's
+  ``log_alpha``, BCQ-Lag's PID controller), so that a killed run resumes to the same numbers as an
+  uninterrupted one.
 """
 
 from __future__ import annotations
@@ -31,19 +34,15 @@ import contextlib
 import copy
 import io
 import logging
-import random
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 import bench  # noqa: F401  (compat patches before dsrl/osrl/fsrl)
 from bench import settings
-from bench.errors import BadInput
-from bench.interfaces import TrainOutput, TrainSpec
-from bench.io import atomic_torch_save
+from bench.errors import BadInput, BenchError
+from bench.interfaces import Learner, TrainSpec
 from bench.tasks import Task
 
 log = logging.getLogger("baselines")
@@ -232,25 +231,6 @@ def restore_state(model: Any, trainer: Any, state: dict[str, Any]) -> None:
             setattr(target, k, v)
 
 
-def rng_state() -> dict[str, Any]:
-    import torch
-
-    state = {"numpy": np.random.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def torch_load(path: Path) -> Any:
     import torch
 
@@ -259,7 +239,8 @@ def torch_load(path: Path) -> Any:
 
 
 class CaptureLogger:
-    """Stands in for OSRL's WandbLogger/DummyLogger: keeps the means of what trainers ``store``."""
+    """Stands in for OSRL's WandbLogger/DummyLogger: keeps the means of what trainers ``store``
+    (`OSRLLearner` pops them after every step: they are that step's metrics)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
@@ -276,12 +257,6 @@ class CaptureLogger:
         self.sums, self.counts = {}, {}
         return means
 
-    def state(self) -> dict[str, Any]:
-        return {"sums": dict(self.sums), "counts": dict(self.counts)}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
-
     # the rest of the logger interface the trainers may touch
     def write(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -293,145 +268,90 @@ class CaptureLogger:
         pass
 
 
-def selection_key(metrics: dict[str, float]) -> tuple[float, float]:
-    """Online best-checkpoint rule (TraC, see dsrl-protocol.md): lower cost until safe, then higher reward."""
-    return (max(float(metrics["normalized_cost"]), 1.0), -float(metrics["normalized_reward"]))
-
-
-@dataclass
-class LoopResult:
-    steps: int
-    curve: list[dict[str, float]]
-    best_state: dict[str, Any] | None
-    train_seconds: float
-    steps_this_process: int
-    resumed_from: int
-
-
-@dataclass
-class TrainingLoop:
-    """Runs ``step_fn`` ``total_steps`` times with logging, online evaluation, best-policy selection and
-    checkpoint/resume (every ``spec.profile.checkpoint_every`` steps, atomically, into ``checkpoint``).
-
-    Evaluation runs with the RNG states saved and restored around it (bench.evaluation seeds numpy's
-    global RNG, which OSRL's samplers use), so evaluating never changes the training numbers.
-    """
-
-    spec: TrainSpec
-    model: Any
-    trainer: Any
-    logger: CaptureLogger
-    #: Builds a frozen policy from the current model (TorchPolicy, CDTPolicy: act + state_dict).
-    make_policy: Callable[[], Any]
-    checkpoint: Path | None
-    extra_state: dict[str, Any] = field(default_factory=dict)
-    #: Called before an evaluation or a checkpoint reads ``model``/``trainer``. A member of a batched
-    #: run (baselines/bc.py) copies its slice of the stacked parameters and optimizer slots in here.
-    sync: Callable[[], None] | None = None
-    #: The RNG state a checkpoint stores and a resume restores. Default: the global RNGs (numpy's is
-    #: the one OSRL's samplers draw from); a batched member keeps its numpy RandomState apart.
-    get_rng: Callable[[], dict[str, Any]] = field(default=lambda: rng_state())
-    set_rng: Callable[[dict[str, Any]], None] = field(default=lambda state: set_rng_state(state))
-
-    def __post_init__(self) -> None:
-        self.step = 0
-        self.curve: list[dict[str, float]] = []
-        self.best_key: tuple[float, float] = (np.inf, np.inf)
-        self.best_state: dict[str, Any] | None = None
-        self.resumed_from = 0
-
-    def resume(self) -> None:
-        """Continue from the checkpoint, if there is one: model, trainer, logger, curve, best policy, RNG."""
-        if self.checkpoint is not None and self.checkpoint.is_file():
-            saved = torch_load(self.checkpoint)
-            restore_state(self.model, self.trainer, saved["train_state"])
-            self.logger.load(saved["logger"])
-            self.step, self.curve = int(saved["step"]), list(saved["curve"])
-            self.best_key, self.best_state = tuple(saved["best_key"]), saved["best_state"]  # type: ignore[assignment]
-            self.set_rng(saved["rng"])
-        self.resumed_from = self.step
-
-    def advance(self, total_steps: int) -> None:
-        """Count one gradient step, then log, evaluate and checkpoint where due."""
-        profile = self.spec.profile
-        self.step += 1
-        step = self.step
-        if step % profile.log_every == 0 or step == total_steps:
-            metrics = self.logger.pop_means()
-            self.curve.append({"step": step, **metrics})
-            if self.spec.log:
-                self.spec.log(step, metrics)
-        if profile.eval_every and (step % profile.eval_every == 0 or step == total_steps):
-            from bench.training import evaluate_online
-
-            if self.sync is not None:
-                self.sync()
-            saved_rng = rng_state()
-            policy = self.make_policy()
-            metrics = evaluate_online(policy, self.spec)
-            set_rng_state(saved_rng)
-            self.curve.append({"step": step, **metrics})
-            key = selection_key(metrics)
-            if key < self.best_key:
-                self.best_key, self.best_state = key, policy.state_dict()
-        if self.checkpoint is not None and (step % profile.checkpoint_every == 0 or step == total_steps):
-            if self.sync is not None:
-                self.sync()
-            atomic_torch_save(
-                {
-                    "step": step,
-                    "train_state": capture_state(self.model, self.trainer),
-                    "logger": self.logger.state(),
-                    "curve": self.curve,
-                    "best_key": list(self.best_key),
-                    "best_state": self.best_state,
-                    "rng": self.get_rng(),
-                    **self.extra_state,
-                },
-                self.checkpoint,
-            )
-
-    def result(self, train_seconds: float) -> LoopResult:
-        return LoopResult(self.step, self.curve, self.best_state, train_seconds, self.step - self.resumed_from,
-                          self.resumed_from)
-
-    def run(self, total_steps: int, step_fn: Callable[[], None]) -> LoopResult:
-        self.resume()
-        seconds = 0.0
-        while self.step < total_steps:
-            started = time.perf_counter()
-            step_fn()
-            seconds += time.perf_counter() - started
-            self.advance(total_steps)
-        return self.result(seconds)
-
-
-def finish(
-    loop: TrainingLoop, result: LoopResult, info: dict[str, Any], budget_note: str, planned_steps: int
-) -> TrainOutput:
-    """The TrainOutput of a finished loop: final policy, best policy (if evaluated), curve, info."""
-    policy = loop.make_policy()
-    best = None
-    if result.best_state is not None:
-        best = loop.make_policy()
-        best.load_state_dict(result.best_state)
-    info = dict(info)
-    info["planned_steps"] = planned_steps
-    info["budget_reduced_for_cpu"] = bool(budget_note)
+# ------------------------------------------------------------------------------------- learner
+def budget_info(planned_steps: int, budget_note: str) -> dict[str, Any]:
+    """What a result record says about the step budget (see `resolve_steps`)."""
+    info: dict[str, Any] = {"planned_steps": int(planned_steps), "budget_reduced_for_cpu": bool(budget_note)}
     if budget_note:
         info["budget_note"] = budget_note
-    if result.steps_this_process:
-        info["steps_per_second"] = result.steps_this_process / max(result.train_seconds, 1e-9)
-    if result.resumed_from:
-        info["resumed_from_step"] = result.resumed_from
-    return TrainOutput(
-        policy=policy, best_policy=best, curve=result.curve, info=info, steps=result.steps,
-        train_seconds=result.train_seconds, steps_this_process=result.steps_this_process,
-    )
+    return info
 
 
-def checkpoint_path(spec: TrainSpec, name: str) -> Path | None:
-    return Path(spec.checkpoint_dir) / name if spec.checkpoint_dir is not None else None
+def member_state(model: Any, trainer: Any, random_state: np.random.RandomState | None, steps: int) -> dict[str, Any]:
+    """A member's learner state: its model + trainer (`capture_state`), the numpy RandomState its batches
+    come from when that is not the global one (the loop saves the global RNGs), and its step count.
+    A batched BC member and a solo run write the same state, so either resumes the other."""
+    return {"train_state": capture_state(model, trainer),
+            "numpy_rng": random_state.get_state() if random_state is not None else None, "steps": int(steps)}
+
+
+def load_member_state(model: Any, trainer: Any, random_state: np.random.RandomState | None, state: dict[str, Any]) -> int:
+    """Inverse of `member_state`; returns the step count. A state of another config is a BenchError."""
+    try:
+        restore_state(model, trainer, state["train_state"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise BenchError(f"the checkpoint does not fit this model ({exc}); delete it to start the run afresh") from None
+    if random_state is not None:
+        if state.get("numpy_rng") is None:
+            raise BenchError("the checkpoint holds no sampler RNG state for this run; delete it to start afresh")
+        random_state.set_state(state["numpy_rng"])
+    return int(state["steps"])
+
+
+class OSRLLearner(Learner):
+    """One OSRL model + trainer as a `bench.interfaces.Learner` of one member (bench.training's loop
+    does the logging, evaluation, best policy, checkpoints and resume).
+
+    ``step_fn`` runs one ``trainer.train_one_step`` on the next batch; what the trainer ``store``s in
+    that step (``logger``) are the step's metrics. ``make_policy`` freezes the current model into a
+    policy (TorchPolicy, CDTPolicy). ``random_state``: the numpy RandomState the batches are drawn
+    from, if not numpy's global one (BC), kept in the learner's state.
+    """
+
+    members = 1
+
+    def __init__(
+        self,
+        model: Any,
+        trainer: Any,
+        logger: CaptureLogger,
+        step_fn: Callable[[], None],
+        make_policy: Callable[[], Any],
+        total_steps: int,
+        info: dict[str, Any],
+        random_state: np.random.RandomState | None = None,
+    ) -> None:
+        self.model, self.trainer, self.logger = model, trainer, logger
+        self.step_fn, self.make_policy = step_fn, make_policy
+        self.total_steps = int(total_steps)
+        self.random_state = random_state
+        self._info = dict(info)
+        self.steps_done = self.resumed_from = 0
+
+    def step(self, step: int) -> dict[str, list[float]]:
+        self.step_fn()
+        self.steps_done = step + 1
+        return {key: [value] for key, value in self.logger.pop_means().items()}
+
+    def policies(self) -> list[Any]:
+        return [self.make_policy()]
+
+    def policy_from_state(self, member: int, state: Any) -> Any:
+        policy = self.make_policy()
+        policy.load_state_dict(state)
+        return policy
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        return [member_state(self.model, self.trainer, self.random_state, self.steps_done)]
+
+    def load_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
+        self.steps_done = self.resumed_from = load_member_state(self.model, self.trainer, self.random_state, states[0])
+
+    def info(self, member: int, curve: Sequence[dict[str, float]]) -> dict[str, Any]:
+        info = dict(self._info)
+        if self.resumed_from:
+            info["resumed_from_step"] = self.resumed_from
+        return info
 
 
 def dataloader(dataset: Any, batch_size: int, device: str) -> Iterator[Any]:
@@ -461,7 +381,8 @@ class TransitionBatches:
     times a Python float is float64 in numpy 1.x), so the product is taken in that dtype.
 
     ``random_state``: the numpy RandomState to draw from; None = numpy's global one (what
-    TransitionDataset uses; the training loops checkpoint and restore it). ``sample_prob`` is read
+    TransitionDataset uses; bench.training checkpoints and restores it; a learner that passes its own
+    keeps it in its state, as BC's do). ``sample_prob`` is read
     at every batch, as the dataset reads it at every sample.
     """
 

@@ -26,22 +26,24 @@ osrl-lib trains on it (baselines/constrained.py, OSRL's defaults; settings of th
   changes nothing).
 
 Checkpoints: the models and the calibration are saved when stage 1 ends (a rerun loads them and skips
-it); stage 2 checkpoints and resumes like every osrl wrapper. Both models are batched over all segments
-of a minibatch (one forward pass over (B, H) transitions).
+it); stage 2 is the osrl wrapper's learner, checkpointed and resumed by bench.training's loop. Both
+models are batched over all segments of a minibatch (one forward pass over (B, H) transitions).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from baselines import osrl_common as oc
-from baselines.constrained import CONSTRAINED, train_constrained
+from baselines.constrained import CONSTRAINED, constrained_learner
 from bench.errors import BadInput, FeedbackError
-from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
+from bench.interfaces import Algorithm, Learner, TrainInputs, TrainSpec
+from bench.io import atomic_torch_save
 
 RL_PREFIX = "rl."
 #: Stage-1 checkpoint; the version tag changes when what it holds does (v2: the learned calibration).
@@ -215,10 +217,13 @@ class SafeRLHF(Algorithm):
         config.rl = vars(rl_config)
         return config
 
-    def train(self, spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
-        config = self.config_for(spec)
-        stage1 = self.stage_one(spec, inputs, config)
-        rewards, costs = self._relabel(stage1.reward_model, stage1.cost_model, inputs.data, spec.device)
+    @classmethod
+    def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> Learner:
+        """Stage 1 (fitted here, or loaded from its checkpoint), the relabelling, then stage 2's learner."""
+        spec, inputs = specs[0], inputs_list[0]
+        config = cls.config_for(spec)
+        stage1 = cls().stage_one(spec, inputs, config)
+        rewards, costs = cls._relabel(stage1.reward_model, stage1.cost_model, inputs.data, spec.device)
         limit = stage1.episode_cost_limit(spec.task.episode_length)
         episode_costs = np.add.reduceat(costs.astype(np.float64), inputs.data.episodes.starts)
         info = {**stage1.info, "relabelled_mean_episode_cost": float(episode_costs.mean()),
@@ -227,10 +232,8 @@ class SafeRLHF(Algorithm):
                                  rewards, costs, inputs.data.terminals, inputs.data.timeouts)
         rl_config = CONSTRAINED[config.offline_rl][0](**config.rl)
         # stage 2's cost limit is the learned one (in the relabelled cost's units), not the run's kappa
-        out = train_constrained(config.offline_rl, replace(spec, threshold=limit), rl_config, data, self.name,
-                                "safe_rlhf_rl.pt")
-        out.info = {**info, **out.info}
-        return out
+        # (the loop evaluates the policies at the run's own spec, kappa included)
+        return constrained_learner(config.offline_rl, replace(spec, threshold=limit), rl_config, data, cls.name, info)
 
     def stage_one(self, spec: TrainSpec, inputs: TrainInputs, config: SafeRLHFConfig | None = None) -> StageOne:
         """Fit (or load from the checkpoint) the reward model, the cost model and its calibration."""
@@ -244,7 +247,7 @@ class SafeRLHF(Algorithm):
                 f"and {feedback.num_safety_labels}); raise num_queries"
             )
         stage1 = self._build(spec, config, inputs.data, int(feedback.segment_length))
-        models_path = oc.checkpoint_path(spec, MODELS_FILE)
+        models_path = Path(spec.checkpoint_dir) / MODELS_FILE if spec.checkpoint_dir is not None else None
         if models_path is not None and models_path.is_file():
             saved = oc.torch_load(models_path)
             if saved.get("format") != MODELS_FORMAT:
@@ -258,7 +261,7 @@ class SafeRLHF(Algorithm):
         train, held = feedback.split(config.holdout_fraction, spec.seed)
         stage1.info = self._fit(spec, config, inputs.data, train, held, stage1)
         if models_path is not None:
-            oc.atomic_torch_save({"format": MODELS_FORMAT, "reward_model": stage1.reward_model.net.state_dict(),
+            atomic_torch_save({"format": MODELS_FORMAT, "reward_model": stage1.reward_model.net.state_dict(),
                                   "cost_model": stage1.cost_model.net.state_dict(),
                                   "calibration": stage1.calibration.state_dict(), "info": stage1.info}, models_path)
         return stage1

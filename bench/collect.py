@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.errors import BadInput
-from bench.results import atomic_torch_save, atomic_write_bytes
+from bench.io import atomic_torch_save, atomic_write_bytes
 from bench.tasks import BULLET, Task, dataset_dir
 
 #: Progress callback: (stage, amount done since the last call). Stages: "train", "rollout".

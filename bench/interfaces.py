@@ -150,10 +150,10 @@ class Algorithm(ABC):
         """The resolved config dataclass for this cell (defaults, per-suite values, profile, overrides)."""
 
     @classmethod
+    @abstractmethod
     def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> Learner:
         """A fresh learner whose members are these cells (at most `cells_per_learner` of them, same
         config and data); raise bench.errors.BadInput for inputs it cannot train on."""
-        raise NotImplementedError(f"{cls.__name__} builds no Learner")
 
     @classmethod
     def cells_per_learner(cls, specs: Sequence[TrainSpec], requested: int | None) -> int:

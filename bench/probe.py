@@ -281,7 +281,7 @@ def read_card(dataset_path: Path | str) -> dict[str, Any] | None:
 
 def write_probe(dataset_path: Path | str, result: ProbeResult, command: str = "") -> Path:
     """Store the probe in the dataset's card (every other key kept); a file without a card gets one."""
-    from bench.results import atomic_write_bytes
+    from bench.io import atomic_write_bytes
 
     path = card_path(dataset_path)
     card = read_card(dataset_path) or {"task": result.task, "file": Path(dataset_path).name,

@@ -45,7 +45,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from bench.io import atomic_torch_save, atomic_write_bytes, stage_bytes  # noqa: F401  (re-exported: the store's writers)
+from bench.io import atomic_write_bytes, stage_bytes
 
 EPISODES = "episodes"
 CURVES = "curves"

@@ -28,6 +28,7 @@ from bench.devices import resolve_device, tune_cpu_allocator
 from bench.errors import BadInput, BenchError
 from bench.evaluation import EVAL_NUM_ENVS
 from bench.faults import crash_point
+from bench.io import atomic_write_bytes
 from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
 from bench.profiles import Profile, get_profile
 from bench.tasks import Task, get_task
@@ -260,7 +261,7 @@ def _prepare_checkpoint_dir(directory: Path, config_hash_: str, fresh: bool) -> 
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if not marker.is_file():
-        store.atomic_write_bytes(marker, config_hash_.encode())
+        atomic_write_bytes(marker, config_hash_.encode())
 
 
 def _feedback_settings(feedback_kwargs: dict[str, Any]) -> tuple[Any, Any]:

@@ -81,7 +81,7 @@ class SweepConfig:
     #: Local workers; None = the number of cores.
     workers: int | None = None
     #: Train the pending cells of one (task, algorithm, profile, feedback, overrides) that differ only
-    #: in seed / threshold with one Algorithm.train_many call (PreSa: one batched ensemble). None =
+    #: in seed / threshold with one bench.training.train_many call (PreSa: one batched ensemble). None =
     #: auto: on where the cells train on a GPU (see `wants_vectorise`), off on CPU, where batching
     #: gains nothing (one core is compute-bound either way; benchmarks/bench_presa.py).
     vectorise: bool | None = None

@@ -44,9 +44,6 @@ CHECKPOINT_VERSION = 1
 
 def train(algorithm: type[Algorithm], spec: TrainSpec, inputs: TrainInputs) -> TrainOutput:
     """Train one cell (resuming from spec.checkpoint_dir when a checkpoint is there)."""
-    if _is_legacy(algorithm):
-        seed_everything(spec.seed)
-        return algorithm().train(spec, inputs)  # type: ignore[attr-defined]
     return train_many(algorithm, [spec], [inputs])[0]
 
 
@@ -61,8 +58,6 @@ def train_many(
     """
     if len(specs) != len(inputs_list) or not specs:
         raise BadInput(f"{algorithm.name}: give one TrainInputs per TrainSpec (and at least one)")
-    if _is_legacy(algorithm):
-        return _train_legacy(algorithm, specs, inputs_list, ensemble_size)
     saved = [load_checkpoint(spec) for spec in specs]
     size = int(algorithm.cells_per_learner(specs, ensemble_size))
     if size < 1:
@@ -81,25 +76,6 @@ def train_many(
             for i, out in zip(members, run(learner, [specs[i] for i in members], [saved[i] for i in members])):
                 outputs[i] = out
     return outputs  # type: ignore[return-value]
-
-
-def _is_legacy(algorithm: type[Algorithm]) -> bool:
-    return algorithm.learner.__func__ is Algorithm.learner.__func__  # type: ignore[attr-defined]
-
-
-def _train_legacy(
-    algorithm: type[Algorithm], specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs], ensemble_size: int | None
-) -> list[TrainOutput]:
-    """Transitional (issue 13): an algorithm with its own ``train`` / ``train_many`` and loop
-    (baselines/osrl_common.TrainingLoop) until it is ported to `Learner`."""
-    own_many = getattr(algorithm, "train_many", None)
-    if own_many is not None:
-        return own_many(specs, inputs_list, ensemble_size=ensemble_size)
-    outputs = []
-    for spec, inputs in zip(specs, inputs_list):
-        seed_everything(spec.seed)
-        outputs.append(algorithm().train(spec, inputs))  # type: ignore[attr-defined]
-    return outputs
 
 
 def selection_key(metrics: Mapping[str, float]) -> tuple[float, float]:

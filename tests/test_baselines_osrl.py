@@ -17,6 +17,7 @@ from baselines.bc import BCAll, BCSafe
 from baselines.cdt import CDT, CDTPolicy
 from baselines.constrained import CPQ, BCQLag, COptiDICE
 from baselines.oapackage_shim import ParetoDoubleLong, doubleVector
+from bench import evaluation, training
 from bench.data import Dataset, from_arrays
 from bench.envs import make_env
 from bench.errors import BadInput
@@ -86,7 +87,7 @@ def test_bc_safe_matches_osrl_example_script(sim_dataset: Dataset) -> None:
         observations, _, actions, _, _, _ = next(loader)
         trainer.train_one_step(observations, actions)
 
-    out = BCSafe().train(make_spec(sim_dataset, "bc-safe", steps, None, seed=seed),
+    out = training.train(BCSafe, make_spec(sim_dataset, "bc-safe", steps, None, seed=seed),
                          TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     ours = out.policy.modules["actor"].state_dict()
     for key, value in model.actor.state_dict().items():
@@ -137,7 +138,7 @@ def test_cdt_matches_osrl_example_script(doubled_dataset: Dataset) -> None:
     overrides = {k: v for k, v in TINY["cdt"].items() if k != "augment_percent"}
     spec = TrainSpec(task=ds.task, threshold=THRESHOLD, seed=seed, profile=tiny_profile(),
                      overrides={"update_steps": steps, **overrides})
-    out = CDT().train(spec, TrainInputs(data=ds.learner_view(), dataset=ds))
+    out = training.train(CDT, spec, TrainInputs(data=ds.learner_view(), dataset=ds))
     assert out.info["augmented_episodes"] == len(dataset.aug_data)
     ours = out.policy.model.state_dict()
     for key, value in model.state_dict().items():
@@ -146,17 +147,17 @@ def test_cdt_matches_osrl_example_script(doubled_dataset: Dataset) -> None:
 
 
 # ------------------------------------------------------------------------ end to end, each baseline
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_baseline_end_to_end(algo: str, sim_dataset: Dataset, tmp_path: Path) -> None:
-    """A tiny budget with online evaluation in the real simulator, then the benchmark's evaluation."""
+    """A tiny budget with online evaluation in the real simulator (bench.training's), then the benchmark's evaluation."""
     task = sim_dataset.task
     rows: list[tuple[int, dict[str, float]]] = []
     spec = make_spec(sim_dataset, algo, 10, tmp_path, profile=tiny_profile(eval_every=10),
-                     log=lambda s, m: rows.append((s, m)),
-                     evaluate=lambda p: evaluate_policy(p, task, THRESHOLD, episodes=2, seed=7).summary())
+                     log=lambda s, m: rows.append((s, m)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. CDT's open-loop fallback would warn: bench.evaluation must feed it
-        out = ALGOS[algo]().train(spec, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
+        out = training.train(ALGOS[algo], spec, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     assert out.steps == 10 and out.info["planned_steps"] == 10 and not out.info["budget_reduced_for_cpu"]
     assert [s for s, _ in rows] == [5, 10] and all(np.isfinite(list(m.values())).all() for _, m in rows)
     assert out.best_policy is not None
@@ -165,23 +166,30 @@ def test_baseline_end_to_end(algo: str, sim_dataset: Dataset, tmp_path: Path) ->
     if algo == "cdt":
         assert out.policy.closed_loop
     assert np.isfinite(summary["normalized_reward"]) and summary["normalized_cost"] >= 0
-    assert (tmp_path / f"{algo}.pt").is_file()
+    assert (tmp_path / training.CHECKPOINT_NAME).is_file()
 
 
 # -------------------------------------------------------------------------------- resume
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["bc-safe", "bcq-lag", "cpq", "coptidice", "cdt"])
-def test_killed_run_resumes_to_the_same_numbers(algo: str, sim_dataset: Dataset, tmp_path: Path) -> None:
+def test_killed_run_resumes_to_the_same_numbers(algo: str, sim_dataset: Dataset, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after its step-10 checkpoint, a rerun continues from it and ends where a straight run does;
-    an evaluation callback that reseeds numpy (as bench.evaluation does) changes nothing."""
+    an online evaluation that reseeds numpy and torch (as bench.evaluation does) changes nothing."""
     inputs = TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset)
     profile = tiny_profile(checkpoint_every=10, eval_every=7)
 
-    def reseeding_eval(policy: Any) -> dict[str, float]:
+    class Summary:
+        def summary(self) -> dict[str, float]:
+            return {"normalized_reward": 0.0, "normalized_cost": 0.0}
+
+    def reseeding_eval(policy: Any, *args: Any, **kwargs: Any) -> Summary:
         np.random.seed(12345)
         torch.manual_seed(12345)
-        return {"normalized_reward": 0.0, "normalized_cost": 0.0}
+        return Summary()
 
-    straight = ALGOS[algo]().train(make_spec(sim_dataset, algo, 16, None, profile=profile), inputs)
+    straight = training.train(ALGOS[algo], make_spec(sim_dataset, algo, 16, None, profile=tiny_profile(checkpoint_every=10)), inputs)
+    monkeypatch.setattr(evaluation, "evaluate_policy", reseeding_eval)  # what bench.training's evaluation calls
 
     class Killed(Exception):
         pass
@@ -191,9 +199,8 @@ def test_killed_run_resumes_to_the_same_numbers(algo: str, sim_dataset: Dataset,
             raise Killed
 
     with pytest.raises(Killed):
-        ALGOS[algo]().train(make_spec(sim_dataset, algo, 16, tmp_path, profile=profile, log=kill_at_15,
-                                      evaluate=reseeding_eval), inputs)
-    resumed = ALGOS[algo]().train(make_spec(sim_dataset, algo, 16, tmp_path, profile=profile, evaluate=reseeding_eval), inputs)
+        training.train(ALGOS[algo], make_spec(sim_dataset, algo, 16, tmp_path, profile=profile, log=kill_at_15), inputs)
+    resumed = training.train(ALGOS[algo], make_spec(sim_dataset, algo, 16, tmp_path, profile=profile), inputs)
     assert resumed.info["resumed_from_step"] == 10 and resumed.steps == 16
     obs = sim_dataset.observations[:40]
     np.testing.assert_array_equal(resumed.policy.act(obs), straight.policy.act(obs))
@@ -204,6 +211,7 @@ def test_killed_run_resumes_to_the_same_numbers(algo: str, sim_dataset: Dataset,
 
 
 # ------------------------------------------------------------------ CDT acting vs OSRL's rollout
+@pytest.mark.slow
 def test_cdt_policy_in_bench_evaluation_equals_osrl_rollouts(sim_dataset: Dataset) -> None:
     """OSRL's CDTTrainer.rollout (env wrapped with reward_scale) vs CDTPolicy driven by bench.evaluation
     (begin/observe) on the raw env: the same episodes, with the reward scale handled by the policy."""
@@ -211,7 +219,7 @@ def test_cdt_policy_in_bench_evaluation_equals_osrl_rollouts(sim_dataset: Datase
     from dsrl.offline_env import OfflineEnvWrapper, wrap_env
     from osrl.algorithms import CDTTrainer
 
-    out = CDT().train(make_spec(sim_dataset, "cdt", 3, None), TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
+    out = training.train(CDT, make_spec(sim_dataset, "cdt", 3, None), TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     policy: CDTPolicy = out.policy
     result = evaluate_policy(policy, sim_dataset.task, THRESHOLD, episodes=2, seed=0, num_envs=1)
     assert policy.closed_loop
@@ -239,8 +247,9 @@ class _ActOnly:
         return self.policy.act(observations)
 
 
+@pytest.mark.slow
 def test_cdt_policy_open_loop_fallback_warns_and_runs(sim_dataset: Dataset) -> None:
-    out = CDT().train(make_spec(sim_dataset, "cdt", 2, None), TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
+    out = training.train(CDT, make_spec(sim_dataset, "cdt", 2, None), TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     with pytest.warns(UserWarning, match="without reward/cost feedback"):
         result = evaluate_policy(_ActOnly(out.policy), sim_dataset.task, THRESHOLD, episodes=3, seed=0, num_envs=2)
     assert not out.policy.closed_loop and np.all(result.lengths == 100)
@@ -264,21 +273,21 @@ def test_bad_input(sim_dataset: Dataset) -> None:
     nothing_safe = make_spec(sim_dataset, "bc-safe", 5, None)
     nothing_safe.threshold = -1.0
     with pytest.raises(BadInput, match="BC-Safe has nothing to clone"):
-        BCSafe().train(nothing_safe, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
+        training.train(BCSafe, nothing_safe, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     with pytest.raises(BadInput, match="ground-truth baseline"):
-        BCQLag().train(make_spec(sim_dataset, "bcq-lag", 5, None), TrainInputs(data=sim_dataset.learner_view()))
+        training.train(BCQLag, make_spec(sim_dataset, "bcq-lag", 5, None), TrainInputs(data=sim_dataset.learner_view()))
 
 
 def test_cpu_cap_is_reported(sim_dataset: Dataset) -> None:
     spec = make_spec(sim_dataset, "bcq-lag", 6, None, overrides={"cpu_max_steps": 4})
-    out = BCQLag().train(spec, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
+    out = training.train(BCQLag, spec, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     assert out.steps == 4 and out.info["planned_steps"] == 6 and out.info["budget_reduced_for_cpu"]
     assert "need a GPU" in out.info["budget_note"]
     # CDT on CPU also shrinks OSRL's batch of 2048, and says so
     tiny = {k: v for k, v in TINY["cdt"].items() if k != "batch_size"}
     spec = TrainSpec(task=sim_dataset.task, threshold=THRESHOLD, seed=0, profile=tiny_profile(),
                      overrides={"update_steps": 1, **tiny})
-    out = CDT().train(spec, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
+    out = training.train(CDT, spec, TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset))
     assert out.info["batch_size"] == 64 and out.info["budget_reduced_for_cpu"]
     assert "batch 2048 needs a GPU" in out.info["budget_note"]
 

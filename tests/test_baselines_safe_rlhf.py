@@ -19,6 +19,7 @@ import torch
 import bench  # noqa: F401
 from baselines import safe_rlhf
 from baselines.safe_rlhf import CostCalibration, SafeRLHF, preference_loss, relabel_rewards, safety_logit
+from bench import training
 from bench.data import Dataset
 from bench.errors import BadInput, FeedbackError
 from bench.evaluation import evaluate_policy
@@ -146,18 +147,19 @@ def test_relabelled_rewards_keep_their_sign() -> None:
     assert np.all(np.diff(np.cumsum(episode)) >= 0)  # every prefix (an early end) returns no more than the whole
 
 
+@pytest.mark.slow
 def test_end_to_end_learns_from_feedback_only(sim_dataset: Dataset, feedback: FeedbackView, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     limits: list[float] = []
-    real = safe_rlhf.train_constrained
+    real = safe_rlhf.constrained_learner
 
     def recording(kind: str, spec: TrainSpec, *args: Any, **kwargs: Any) -> Any:
         limits.append(spec.threshold)
         return real(kind, spec, *args, **kwargs)
 
-    monkeypatch.setattr(safe_rlhf, "train_constrained", recording)
+    monkeypatch.setattr(safe_rlhf, "constrained_learner", recording)
     inputs = TrainInputs(data=sim_dataset.learner_view(), feedback=feedback, dataset=None)
-    out = SafeRLHF().train(spec_for(sim_dataset, tmp_path), inputs)
+    out = training.train(SafeRLHF, spec_for(sim_dataset, tmp_path), inputs)
     info = out.info
     assert info["held_out_pairs"] == 40 and info["held_out_labels"] == 40
     assert info["reward_model_accuracy"] > 0.75 and info["cost_model_accuracy"] > 0.75
@@ -170,21 +172,22 @@ def test_end_to_end_learns_from_feedback_only(sim_dataset: Dataset, feedback: Fe
     assert info["offline_rl"] == "bcq-lag" and out.steps == 6
     summary = evaluate_policy(out.policy, sim_dataset.task, THRESHOLD, episodes=2, seed=0).summary()
     assert np.isfinite(summary["normalized_reward"])
-    assert (tmp_path / "safe_rlhf_models.pt").is_file() and (tmp_path / "safe_rlhf_rl.pt").is_file()
+    assert (tmp_path / "safe_rlhf_models.pt").is_file() and (tmp_path / training.CHECKPOINT_NAME).is_file()
 
 
+@pytest.mark.slow
 def test_rerun_loads_the_models_and_matches(sim_dataset: Dataset, feedback: FeedbackView, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     inputs = TrainInputs(data=sim_dataset.learner_view(), feedback=feedback)
     spec = spec_for(sim_dataset, tmp_path, model_steps=40, **{"rl.update_steps": 4})
-    first = SafeRLHF().train(spec, inputs)
-    (tmp_path / "safe_rlhf_rl.pt").unlink()  # stage 2 starts over; stage 1 must come from its checkpoint
+    first = training.train(SafeRLHF, spec, inputs)
+    (tmp_path / training.CHECKPOINT_NAME).unlink()  # stage 2 starts over; stage 1 must come from its checkpoint
 
     def refit(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the reward/cost models were trained again")
 
     monkeypatch.setattr(SafeRLHF, "_fit", staticmethod(refit))
-    second = SafeRLHF().train(spec, inputs)
+    second = training.train(SafeRLHF, spec, inputs)
     obs = sim_dataset.observations[:30]
     np.testing.assert_array_equal(first.policy.act(obs), second.policy.act(obs))
     assert second.info["reward_model_accuracy"] == first.info["reward_model_accuracy"]
@@ -194,12 +197,12 @@ def test_rerun_loads_the_models_and_matches(sim_dataset: Dataset, feedback: Feed
     del saved["format"], saved["calibration"]
     torch.save(saved, tmp_path / "safe_rlhf_models.pt")
     with pytest.raises(FeedbackError, match="older version"):
-        SafeRLHF().train(spec, inputs)
+        training.train(SafeRLHF, spec, inputs)
 
 
 def test_stage_two_is_selectable(sim_dataset: Dataset, feedback: FeedbackView) -> None:
     spec = spec_for(sim_dataset, None, vae=False, model_steps=10, offline_rl="coptidice", **{"rl.update_steps": 3})
-    out = SafeRLHF().train(spec, TrainInputs(data=sim_dataset.learner_view(), feedback=feedback))
+    out = training.train(SafeRLHF, spec, TrainInputs(data=sim_dataset.learner_view(), feedback=feedback))
     assert out.info["offline_rl"] == "coptidice" and out.steps == 3
     # the budget keys every baseline takes are stage 2's
     budget = spec_for(sim_dataset, None, update_steps=7)
@@ -218,9 +221,10 @@ def test_bad_input(sim_dataset: Dataset, feedback: FeedbackView) -> None:
     with pytest.raises(BadInput, match="bad --set cost_temperature=1.0 for safe-rlhf: unknown setting"):  # replaced by the learned slope
         SafeRLHF.config_for(spec_for(sim_dataset, None, cost_temperature=1.0))
     with pytest.raises(FeedbackError, match="got no feedback"):
-        SafeRLHF().train(spec_for(sim_dataset, None), TrainInputs(data=sim_dataset.learner_view()))
+        training.train(SafeRLHF, spec_for(sim_dataset, None), TrainInputs(data=sim_dataset.learner_view()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["bc-safe", "safe-rlhf"])
 def test_runs_through_the_harness(algo: str, sim_dataset_path: Path, tmp_path: Path) -> None:
     """Registry name -> runner -> feedback (safe-rlhf) / ground truth (bc-safe) -> stored cell with our info."""

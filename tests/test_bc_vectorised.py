@@ -15,7 +15,7 @@ import torch
 import bench  # noqa: F401  (compat patches before osrl)
 from baselines import osrl_common as oc
 from baselines.bc import BCAll, BCSafe
-from bench import profiles
+from bench import evaluation, profiles, training
 from bench import results as store
 from bench.data import Dataset
 from bench.errors import BadInput
@@ -102,11 +102,12 @@ def cell(dataset: Path, algo: str, seed: int, threshold: float) -> CellSpec:
 def final_params(results_dir: Path, algo: str) -> dict[str, dict[str, torch.Tensor]]:
     """Each cell's final actor parameters, read from its checkpoint (written at the last step)."""
     out = {}
-    for path in sorted((results_dir / store.CHECKPOINTS).glob(f"*/{algo}.pt")):
-        out[path.parent.name] = oc.torch_load(path)["train_state"]["model"]
+    for path in sorted((results_dir / store.CHECKPOINTS).glob(f"*/{training.CHECKPOINT_NAME}")):
+        out[path.parent.name] = oc.torch_load(path)["learner"]["train_state"]["model"]
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["bc-safe", "bc-all"])
 def test_batched_group_stores_what_single_cells_store(sim_dataset_path, tmp_path, monkeypatch, algo) -> None:
     monkeypatch.setitem(profiles.PROFILES, PROFILE.name, PROFILE)
@@ -140,11 +141,20 @@ def make_spec(ds: Dataset, seed: int, threshold: float, checkpoint_dir: Path | N
                      overrides=overrides, **kw)
 
 
-def reseeding_eval(policy: Any) -> dict[str, float]:
-    """bench.evaluation reseeds numpy's global RNG: a batched run must not care."""
+class _Summary:
+    def __init__(self, metrics: dict[str, float]) -> None:
+        self.metrics = metrics
+
+    def summary(self) -> dict[str, float]:
+        return self.metrics
+
+
+def reseeding_eval(policy: Any, *args: Any, **kwargs: Any) -> _Summary:
+    """bench.evaluation reseeds numpy's global RNG: a batched run must not care. (Stands in for
+    bench.evaluation.evaluate_policy, which bench.training's online evaluation calls.)"""
     np.random.seed(12345)
     actions = policy.act(np.zeros((1, 7), np.float32))
-    return {"normalized_reward": float(actions.sum()), "normalized_cost": 0.5}
+    return _Summary({"normalized_reward": float(actions.sum()), "normalized_cost": 0.5})
 
 
 CELLS = [(0, 20.0), (1, 20.0), (1, 40.0)]
@@ -162,14 +172,16 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], exact: b
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-def test_killed_batched_run_resumes_to_the_same_numbers(sim_dataset: Dataset, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_killed_batched_run_resumes_to_the_same_numbers(sim_dataset: Dataset, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after its step-10 checkpoint, a batched rerun resumes every member from it and ends where an
     uninterrupted batched run does; a solo run resumes from a batched member's checkpoint, a batched run from
     solo checkpoints, and members at different steps train apart."""
+    monkeypatch.setattr(evaluation, "evaluate_policy", reseeding_eval)
     inputs = [TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset)] * 3
-    straight = BCSafe.train_many([make_spec(sim_dataset, s, t, None, evaluate=reseeding_eval) for s, t in CELLS],
-                                 inputs, ensemble_size=3)
-    solo = [BCSafe().train(make_spec(sim_dataset, s, t, None, evaluate=reseeding_eval), inputs[0]) for s, t in CELLS]
+    straight = training.train_many(BCSafe, [make_spec(sim_dataset, s, t, None) for s, t in CELLS], inputs, ensemble_size=3)
+    solo = [training.train(BCSafe, make_spec(sim_dataset, s, t, None), inputs[0]) for s, t in CELLS]
     for a, b in zip(straight, solo):
         assert_same(actor(a), actor(b), exact=False)
         assert a.best_policy is not None and b.best_policy is not None
@@ -183,11 +195,11 @@ def test_killed_batched_run_resumes_to_the_same_numbers(sim_dataset: Dataset, tm
 
     dirs = [tmp_path / f"c{i}" for i in range(3)]
     with pytest.raises(Killed):
-        BCSafe.train_many([make_spec(sim_dataset, s, t, d, log=kill_at_20, evaluate=reseeding_eval)
-                           for (s, t), d in zip(CELLS, dirs)], inputs, ensemble_size=3)
-    assert all(oc.torch_load(d / "bc-safe.pt")["step"] == 10 for d in dirs)
-    resumed = BCSafe.train_many([make_spec(sim_dataset, s, t, d, evaluate=reseeding_eval)
-                                 for (s, t), d in zip(CELLS, dirs)], inputs, ensemble_size=3)
+        training.train_many(BCSafe, [make_spec(sim_dataset, s, t, d, log=kill_at_20) for (s, t), d in zip(CELLS, dirs)],
+                            inputs, ensemble_size=3)
+    assert all(oc.torch_load(d / training.CHECKPOINT_NAME)["step"] == 10 for d in dirs)
+    resumed = training.train_many(BCSafe, [make_spec(sim_dataset, s, t, d) for (s, t), d in zip(CELLS, dirs)],
+                                  inputs, ensemble_size=3)
     for a, b in zip(resumed, straight):
         assert a.info["resumed_from_step"] == 10 and a.steps == 30 and a.info["ensemble_size"] == 3
         assert_same(actor(a), actor(b), exact=True)  # the same batched computation, split at step 10
@@ -197,18 +209,18 @@ def test_killed_batched_run_resumes_to_the_same_numbers(sim_dataset: Dataset, tm
     # batched checkpoint -> solo resume (and the other way round), with a fresh cell beside them
     dirs = [tmp_path / f"d{i}" for i in range(3)]
     with pytest.raises(Killed):
-        BCSafe.train_many([make_spec(sim_dataset, s, t, d, log=kill_at_20) for (s, t), d in zip(CELLS, dirs)],
-                          inputs, ensemble_size=3)
-    solo_resumed = BCSafe().train(make_spec(sim_dataset, *CELLS[0], dirs[0]), inputs[0])
+        training.train_many(BCSafe, [make_spec(sim_dataset, s, t, d, log=kill_at_20) for (s, t), d in zip(CELLS, dirs)],
+                            inputs, ensemble_size=3)
+    solo_resumed = training.train(BCSafe, make_spec(sim_dataset, *CELLS[0], dirs[0]), inputs[0])
     assert solo_resumed.info["resumed_from_step"] == 10 and solo_resumed.info["ensemble_size"] == 1
     assert_same(actor(solo_resumed), actor(solo[0]), exact=False)
 
     solo_dirs = [tmp_path / f"e{i}" for i in range(3)]
     for (s, t), d in zip(CELLS[:2], solo_dirs[:2]):
         with pytest.raises(Killed):
-            BCSafe().train(make_spec(sim_dataset, s, t, d, log=kill_at_20), inputs[0])
-    mixed = BCSafe.train_many([make_spec(sim_dataset, s, t, d) for (s, t), d in zip(CELLS, solo_dirs)],
-                              inputs, ensemble_size=3)
+            training.train(BCSafe, make_spec(sim_dataset, s, t, d, log=kill_at_20), inputs[0])
+    mixed = training.train_many(BCSafe, [make_spec(sim_dataset, s, t, d) for (s, t), d in zip(CELLS, solo_dirs)],
+                                inputs, ensemble_size=3)
     assert [o.info["ensemble_size"] for o in mixed] == [2, 2, 1]  # two resume at step 10 together, one starts apart
     assert [o.info.get("resumed_from_step") for o in mixed] == [10, 10, None]
     for a, b in zip(mixed, solo):
@@ -219,12 +231,12 @@ def test_mismatched_cells_are_refused(sim_dataset: Dataset) -> None:
     inputs = [TrainInputs(data=sim_dataset.learner_view(), dataset=sim_dataset)] * 2
     specs = [make_spec(sim_dataset, 0, 20.0, None), make_spec(sim_dataset, 1, 20.0, None, overrides={"batch_size": 32})]
     with pytest.raises(BadInput, match="differ in batch_size"):
-        BCSafe.train_many(specs, inputs)
+        training.train_many(BCSafe, specs, inputs)
     other_profile = make_spec(sim_dataset, 1, 20.0, None)
     other_profile.profile = profiles.get_profile("smoke")
     with pytest.raises(BadInput, match="one profile"):
-        BCAll.train_many([make_spec(sim_dataset, 0, 20.0, None), other_profile], inputs)
+        training.train_many(BCAll, [make_spec(sim_dataset, 0, 20.0, None), other_profile], inputs)
     with pytest.raises(BadInput, match="ensemble_size must be >= 1"):
-        BCAll.train_many([make_spec(sim_dataset, 0, 20.0, None)] * 2, inputs, ensemble_size=0)
+        training.train_many(BCAll, [make_spec(sim_dataset, 0, 20.0, None)] * 2, inputs, ensemble_size=0)
     with pytest.raises(BadInput, match="one TrainInputs per TrainSpec"):
-        BCAll.train_many([make_spec(sim_dataset, 0, 20.0, None)], inputs)
+        training.train_many(BCAll, [make_spec(sim_dataset, 0, 20.0, None)], inputs)
