@@ -137,7 +137,7 @@ def run_units(
     cluster = "local" if executor == "submitit-local" else "slurm"
     ex = submitit.AutoExecutor(folder=Path(log_dir) / "submitit-data" / "%j", cluster=cluster)
     params = {k: v for k, v in (slurm or {}).items() if k != "gpus_per_node" and v is not None}  # CPU work
-    from bench.sweep import SLURM_TIMEOUT_MIN  # submitit's own default limit, 5 minutes, is too short
+    from bench.profiles import SLURM_TIMEOUT_MIN
 
     ex.update_parameters(**{"timeout_min": SLURM_TIMEOUT_MIN, "name": "presa-bench-data", **params})
     jobs = ex.map_array(fn, specs)

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from bench.errors import BadInput
 
+#: Slurm time limit per job (minutes) when a sweep or a data fetch sets none (`slurm: {timeout_min: M}`,
+#: --slurm-timeout-min); submitit's own default, 5 minutes, would kill every real cell.
+SLURM_TIMEOUT_MIN = 720
+
 
 @dataclass(frozen=True)
 class Profile:

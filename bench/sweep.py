@@ -45,11 +45,10 @@ from bench.runner import (
     run_cell_safely,
     run_cells_safely,
 )
+from bench.profiles import SLURM_TIMEOUT_MIN
 from bench.tasks import BULLET, SAFETY_GYMNASIUM, get_task, paper_tasks
 
 EXECUTORS = ("local", "slurm", "submitit-local")
-#: Slurm time limit per job when the sweep sets none (`slurm: {timeout_min: M}`, --slurm-timeout-min).
-SLURM_TIMEOUT_MIN = 720
 #: Task-list aliases usable in YAML and --tasks.
 TASK_GROUPS = {
     "paper": lambda: [t.name for t in paper_tasks()],
