@@ -205,7 +205,7 @@ def run(learner: Learner, specs: Sequence[TrainSpec], saved: Sequence[dict[str, 
         now = time.perf_counter()
         steps_per_second = interval_steps / max(now - interval_started, 1e-9)
         for e, spec in enumerate(specs):
-            row = {"step": step, **learner.log_row(e, {k: float(v[e]) for k, v in means.items()})}
+            row = {"step": step, "source": "train", **learner.log_row(e, {k: float(v[e]) for k, v in means.items()})}
             curves[e].append(row)
             if spec.log is not None:
                 # throughput goes to the live log only: the stored curve stays deterministic
@@ -215,7 +215,7 @@ def run(learner: Learner, specs: Sequence[TrainSpec], saved: Sequence[dict[str, 
     def evaluate() -> None:
         for e, (spec, policy) in enumerate(zip(specs, learner.policies())):
             metrics = evaluate_online(policy, spec)
-            curves[e].append({"step": step, **metrics})
+            curves[e].append({"step": step, "source": "eval", **metrics})
             key = selection_key(metrics)
             if key < best_keys[e]:
                 best_keys[e], best_states[e] = key, policy.state_dict()  # type: ignore[attr-defined]

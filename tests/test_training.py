@@ -160,6 +160,8 @@ def test_best_policy_follows_the_trac_rule(evaluations: list[dict[str, Any]]) ->
     out = training.train(WalkAlgorithm, make_spec(steps=40, eval_every=5, overrides={"drift": 1.0}), NO_DATA)
     scored = [(row["step"], row) for row in out.curve if "normalized_cost" in row]
     assert len(scored) == 8 and out.best_policy is not None
+    # the store files each row by its source: evaluations "eval", logged training means "train"
+    assert all(r["source"] == ("eval" if "normalized_cost" in r else "train") for r in out.curve)
     keys = {step: (max(r["normalized_cost"], 1.0), -r["normalized_reward"]) for step, r in scored}
     best_step = min(keys, key=lambda s: keys[s])
     best_x = next(c["x"] for c, (step, _) in zip(evaluations, scored) if step == best_step)

@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
             bar = progress.add_task(f"train {cell.key.algorithm}", total=cell.profile.train_steps, metrics="")
 
             def on_log(step: int, metrics: dict[str, float]) -> None:
-                shown = "  ".join(f"{k} {v:.3g}" for k, v in list(metrics.items())[:4] if isinstance(v, (int, float)))
+                numbers = [(k, v) for k, v in metrics.items() if k not in ("step", "source") and isinstance(v, (int, float))]
+                shown = "  ".join(f"{k} {v:.3g}" for k, v in numbers[:4])
                 progress.update(bar, completed=min(step, cell.profile.train_steps), metrics=shown)
 
             outcome = run_cell(spec, results, force=force, on_log=on_log, resolved=cell)
