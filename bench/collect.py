@@ -39,6 +39,7 @@ import numpy as np
 from bench.errors import BadInput
 from bench.io import atomic_torch_save, atomic_write_bytes
 from bench.tasks import BULLET, Task, dataset_dir
+from bench.workers import die_with_parent
 
 #: Progress callback: (stage, amount done since the last call). Stages: "train", "rollout".
 Report = Callable[[str, int], None]
@@ -576,7 +577,9 @@ def _map(fn: Callable[..., Any], specs: list[Any], workers: int, report: Report 
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork after torch/pybullet imports is not safe
-    with ctx.Manager() as manager, ProcessPoolExecutor(min(workers, len(specs)), mp_context=ctx) as pool:
+    # workers die with this process (bench.workers): a killed collect leaves no orphan training on
+    pool = ProcessPoolExecutor(min(workers, len(specs)), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
+    with ctx.Manager() as manager, pool:
         queue = manager.Queue()
         futures: list[Future] = [pool.submit(fn, s, partial(_queue_report, queue)) for s in todo]
         pending = set(futures)

@@ -626,12 +626,20 @@ def remove_stale_temp_files(results_dir: Path | str) -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie does not: a worker killed with its sweep is
+    reparented to init, and an init that never reaps (a container's) keeps it as a zombie, which
+    kill(pid, 0) still finds."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (not Linux), or the process just went
+        return True
+    return stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X")
     return True
 
 

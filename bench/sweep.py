@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -46,6 +45,7 @@ from bench.runner import (
     run_cells_safely,
 )
 from bench.profiles import SLURM_TIMEOUT_MIN
+from bench.workers import init_worker
 from bench.tasks import BULLET, SAFETY_GYMNASIUM, get_task, paper_tasks
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -361,49 +361,6 @@ def group_cells(todo: list[PlannedCell]) -> list[list[PlannedCell]]:
     return list(groups.values())
 
 
-#: prctl option: the signal the kernel sends this process when its parent (thread) dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Make this process die (SIGKILL) when ``parent_pid``, its parent, dies, even by kill -9.
-
-    Linux: prctl(PR_SET_PDEATHSIG, SIGKILL); then, for the race where the parent died before the
-    prctl (the child is already reparented), compare getppid with the pid the parent gave. The
-    death signal follows the parent THREAD that forked the child: the pool's workers are started by
-    the thread that submits and waits on the sweep's cells (`_run_local`), which outlives them.
-    Elsewhere (no prctl): a daemon thread polls getppid once a second.
-    """
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if not armed:
-
-        def watch() -> None:
-            while os.getppid() == parent_pid:
-                time.sleep(1.0)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-
-
-def _init_worker(parent_pid: int | None = None) -> None:
-    """Process-pool worker setup: one math thread, Ctrl-C left to the parent, death with the parent."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["MKL_NUM_THREADS"] = "1"
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if parent_pid is not None:
-        die_with_parent(parent_pid)
-
-
 def _kill_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel the pool's pending work and kill its workers now (their cells resume from checkpoints)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
@@ -448,7 +405,7 @@ def _run_local(
     units = _units(todo, vectorise)
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(units)), mp_context=mp.get_context("spawn"),
-        initializer=_init_worker, initargs=(os.getpid(),),
+        initializer=init_worker, initargs=(os.getpid(),),
     )
     futures: dict[Future, list[PlannedCell]] = {
         pool.submit(*_submit_args(unit, results_dir, vectorise, ensemble_size)): unit for unit in units

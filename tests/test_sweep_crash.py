@@ -93,7 +93,7 @@ def sessions():
 
 CHILD = """
 import sys, time
-from bench.sweep import die_with_parent
+from bench.workers import die_with_parent
 die_with_parent(int(sys.argv[1]))
 print("armed", flush=True)
 time.sleep(60)
@@ -291,3 +291,23 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_say_how_to_resume(sim_dataset_path,
     proc = sweep.start()
     assert proc.wait(timeout=600) == 0, sweep.stderr()
     assert sweep.stored() == len(sweep.cells) and not sweep.temp_files()
+
+
+def test_a_zombie_writer_counts_as_dead(tmp_path):
+    """A killed sweep's worker that init has not reaped yet is a zombie: kill(pid, 0) still finds
+    it, but its temp files are stale and must go (seen with a lazily reaping container init)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # exited but not waited for: a zombie
+        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    try:
+        assert state == "Z"
+        stale = tmp_path / "episodes" / f".cell.parquet.{child.pid}.tmp"
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"partial")
+        assert store.remove_stale_temp_files(tmp_path) == 1 and not stale.exists()
+    finally:
+        child.wait()
