@@ -209,7 +209,8 @@ def run(learner: Learner, specs: Sequence[TrainSpec], saved: Sequence[dict[str, 
             curves[e].append(row)
             if spec.log is not None:
                 # throughput goes to the live log only: the stored curve stays deterministic
-                spec.log(step, {**row, "steps_per_second": steps_per_second})
+                live = {k: v for k, v in row.items() if k != "source"}
+                spec.log(step, {**live, "steps_per_second": steps_per_second})
         interval_started, interval_steps = now, 0
 
     def evaluate() -> None:
