@@ -87,8 +87,9 @@ class PreSaConfig:
     #: The constraint level. With delta_mode "separation" (default): the share of the attainable
     #: separation S must keep, S >= S_ref + delta (S* - S_ref); with "absolute": S >= delta (the
     #: paper's 0.9 / 0.95). [PreSa: 0.9 or 0.95 absolute; separation share chosen on the development
-    #: split, docs/presa.md]
-    delta: float = 0.25
+    #: split, docs/presa.md]. Frozen at 0.05 by development round 2 (docs/presa.md, "Development
+    #: round 2 (delta < 0.25)"; raw results docs/results/presa-issue14-round2/dev/); round 1 chose 0.25.
+    delta: float = 0.05
     #: "separation": S >= S_ref + delta (S* - S_ref), S_ref the score of the reference policy (every
     #: score 0: log 0.5 with balanced classes and a learned z0), S* the score reached by maximising S
     #: ALONE from pi_ref for ``attainable_steps`` steps (measured, so the bound is attainable by
