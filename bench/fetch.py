@@ -141,12 +141,10 @@ def run_units(
 
     ex.update_parameters(**{"timeout_min": SLURM_TIMEOUT_MIN, "name": "presa-bench-data", **params})
     jobs = ex.map_array(fn, specs)
-    for spec, job in zip(specs, jobs):
-        try:
-            outcome = job.result()
-        except Exception as exc:  # noqa: BLE001 - a job killed, timed out or preempted
-            text = str(exc).strip()
-            outcome = Obtained(spec.task, "failed", None, f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}")
+    from bench.slurm import results_as_completed
+
+    for index, result, failure in results_as_completed(jobs, cluster):
+        outcome = result if failure is None else Obtained(specs[index].task, "failed", None, failure[0])
         outcomes.append(outcome)
         if report is not None:
             report(outcome)

@@ -44,6 +44,7 @@ from bench.runner import (
     run_cell_safely,
     run_cells_safely,
 )
+from bench import slurm
 from bench.profiles import SLURM_TIMEOUT_MIN
 from bench.workers import init_worker
 from bench.tasks import BULLET, SAFETY_GYMNASIUM, get_task, paper_tasks
@@ -450,91 +451,21 @@ def _run_submitit(
         specs = [unit[0].spec for unit in units]
         jobs = executor.map_array(execute_cell, specs, [str(results_dir)] * len(specs))
     outcomes: list[CellOutcome] = []
-    pending = dict(zip(jobs, units))
-    queue = _SlurmQueue() if cluster == "slurm" else None
-    while pending:
-        if queue is not None:
-            queue.refresh()
-        for job in [j for j in pending if _job_finished(j, queue)]:
-            unit = pending.pop(job)
-            try:
-                if queue is not None and queue.vanished(job):
-                    raise submitit.core.utils.UncompletedJobError(f"{job.job_id} is no longer in the queue nor in sacct")
-                finished_outcomes = _as_list(job.result())
-            except submitit.core.utils.UncompletedJobError as exc:  # cancelled (scancel), timed out, node lost
-                state = "left the queue before it started, no sacct record: cancelled?" if queue is not None and queue.vanished(job) else f"state {job.state}"
-                message = f"Slurm job {job.job_id} ended without a result ({state}); log {job.paths.stderr}"
-                finished_outcomes = _unit_failed(results_dir, unit, message, str(exc))
-            except Exception as exc:  # noqa: BLE001 - FailedJobError, timeouts, preemption
-                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-                finished_outcomes = _unit_failed(results_dir, unit, message, str(exc))
-            for outcome in finished_outcomes:
-                outcomes.append(outcome)
-                _count(counts, outcome)
+
+    def running(pending: list[Any]) -> None:
         counts.running = sum(1 for j in pending if j.state == "RUNNING")
         update(counts)
-        if pending:
-            time.sleep(0.5)
+
+    for index, result, failure in slurm.results_as_completed(jobs, cluster, on_poll=running):
+        unit = units[index]
+        if failure is None:
+            finished_outcomes = _as_list(result)
+        else:
+            finished_outcomes = _unit_failed(results_dir, unit, *failure)
+        for outcome in finished_outcomes:
+            outcomes.append(outcome)
+            _count(counts, outcome)
     return outcomes
-
-
-class _SlurmQueue:
-    """What the Slurm controller still lists (``squeue``), next to submitit's ``sacct`` states, which
-    are wrong in two cases met on a real Slurm: an array task cancelled before it started has no
-    accounting record at all (submitit says UNKNOWN, i.e. not done, forever), and after an array
-    task was split off a pending array, the array's later record (e.g. CANCELLED) covers that task
-    too while it still runs (submitit says done; it has no result yet)."""
-
-    #: Seconds between squeue calls, and how long a job must be missing before it counts as gone.
-    every_s = 10.0
-    grace_s = 30.0
-
-    def __init__(self) -> None:
-        self.listed: set[str] | None = None
-        self.checked = float("-inf")
-        self.missing_since: dict[str, float] = {}
-
-    def refresh(self) -> None:
-        import getpass
-        import subprocess
-
-        now = time.time()
-        if now - self.checked < self.every_s:
-            return
-        self.checked = now
-        try:
-            out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i"],
-                                 capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            self.listed = None
-            return
-        self.listed = set(out.stdout.split()) if out.returncode == 0 else None
-
-    def lists(self, job: Any) -> bool | None:
-        """True/False: the controller lists the job or not; None: squeue could not say."""
-        if self.listed is None:
-            return None
-        if job.job_id in self.listed:
-            self.missing_since.pop(job.job_id, None)
-            return True
-        self.missing_since.setdefault(job.job_id, time.time())
-        return False
-
-    def vanished(self, job: Any) -> bool:
-        """Missing from squeue for grace_s, no result written, and sacct does not know it either."""
-        since = self.missing_since.get(job.job_id)
-        return (since is not None and time.time() - since >= self.grace_s and self.listed is not None
-                and job.job_id not in self.listed and not job.paths.result_pickle.exists()
-                and job.state.upper() == "UNKNOWN")
-
-
-def _job_finished(job: Any, queue: _SlurmQueue | None) -> bool:
-    if job.paths.result_pickle.exists() or queue is None:
-        return job.done()
-    listed = queue.lists(job)
-    if listed:  # still pending/running, whatever sacct says
-        return False
-    return job.done() or queue.vanished(job)
 
 
 def _count(counts: SweepCounts, outcome: CellOutcome) -> None:

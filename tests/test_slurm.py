@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bench import results as store
-from bench import sweep as sweeps
+from bench import slurm
 from bench.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,16 +149,40 @@ class _FakeJob:
 def test_squeue_overrides_wrong_sacct_states(tmp_path, monkeypatch):
     """No Slurm needed: the two wrong sacct answers met on the real one, corrected by squeue."""
     clock = [1000.0]
-    monkeypatch.setattr(sweeps.time, "time", lambda: clock[0])
-    queue = sweeps._SlurmQueue()
+    monkeypatch.setattr(slurm.time, "time", lambda: clock[0])
+    queue = slurm.SlurmQueue()
     queue.listed = {"7_0"}
     stale = _FakeJob("7_0", tmp_path, "CANCELLED", done=True)  # an array record covering a running task
     gone = _FakeJob("7_1", tmp_path, "UNKNOWN", done=False)  # cancelled while pending: no sacct record
-    assert not sweeps._job_finished(stale, queue)
-    assert not sweeps._job_finished(gone, queue)  # missing only just now: maybe not yet written
+    assert not slurm.job_finished(stale, queue)
+    assert not slurm.job_finished(gone, queue)  # missing only just now: maybe not yet written
     clock[0] += queue.grace_s
-    assert sweeps._job_finished(gone, queue) and queue.vanished(gone)
+    assert slurm.job_finished(gone, queue) and queue.vanished(gone)
     gone.paths.result_pickle.write_bytes(b"")  # a result written: never "vanished"
     assert not queue.vanished(gone)
     queue.listed = None  # squeue could not say: submitit's answer stands
-    assert sweeps._job_finished(stale, queue)
+    assert slurm.job_finished(stale, queue)
+
+
+class _EndedJob:
+    def __init__(self, job_id: str, tmp: Path, outcome: object) -> None:
+        self.job_id, self.state, self._outcome = job_id, "COMPLETED", outcome
+        self.paths = type("Paths", (), {"result_pickle": tmp / f"{job_id}_result.pkl", "stderr": tmp / f"{job_id}.err"})()
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> object:
+        if isinstance(self._outcome, Exception):
+            raise self._outcome
+        return self._outcome
+
+
+def test_results_as_completed_reports_each_job_once_and_failures_as_lines(tmp_path):
+    """The waiting loop sweeps and dataset fetches share: every job once, a raised job as one line."""
+    jobs = [_EndedJob("1_0", tmp_path, "ok"), _EndedJob("1_1", tmp_path, RuntimeError("boom\nat the end"))]
+    polls: list[int] = []
+    seen = list(slurm.results_as_completed(jobs, None, on_poll=lambda pending: polls.append(len(pending))))
+    assert [(i, r) for i, r, f in seen] == [(0, "ok"), (1, None)]
+    assert seen[0][2] is None and seen[1][2][0] == "RuntimeError: at the end"
+    assert polls == [0]
