@@ -31,8 +31,12 @@ def test_label_in_the_browser_kill_restart_resume_and_train(tmp_path):
 
     out, cache = tmp_path / "labels.csv", tmp_path / "frames"
     shots = Path(os.environ["PRESA_LABEL_SCREENSHOTS"]) if os.environ.get("PRESA_LABEL_SCREENSHOTS") else None
-    server, url = start_server(out, cache, QUESTIONS)
-    driver = browser(tmp_path / "profile")
+    driver = browser(tmp_path / "profile")  # first: a missing browser must not leave a server behind
+    try:
+        server, url = start_server(out, cache, QUESTIONS)
+    except BaseException:
+        driver.quit()
+        raise
     try:
         driver.get(url)
         state = wait_for(driver, lambda p: p["ready"] == "1" and p["query"] == "p0", "the first question (p0) is shown")
