@@ -169,8 +169,8 @@ def test_shipped_dataset_covers_every_cost_band(name: str) -> None:
         # CarRun: MAX_EPISODE_COST 40 = the top threshold, so DSRL's data has nothing above it
         assert hi <= lo or np.sum((c > lo) & (c <= hi)) > 0, f"no episode with cost in ({lo}, {hi}]"
     assert c.max() <= task.max_episode_cost
-    assert card["profile"] in ("paper", "lite", "mini") and card["budget"]["name"] == card["profile"]
-    if card["profile"] == "paper":
+    assert card["profile"] in ("paper", "paper-run", "lite", "mini") and card["budget"]["name"] == card["profile"]
+    if card["profile"] in ("paper", "paper-run"):
         # safe episodes span poor to good reward (normalized reward range at least half of DSRL's span);
         # the small-budget files (lite, mini) make no such claim (docs/datasets.md)
         safe = r[c <= task.thresholds[1]]
