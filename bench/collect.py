@@ -109,7 +109,8 @@ BUDGETS: dict[str, CollectBudget] = {
         cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125), (0.5, 0.5), (1.0, 1.0)),
         snapshots=20, noise_stds=(0.0, 0.15, 0.3, 0.6), episodes_per_rollout=10, target_episodes=None,
     ),
-    # paper for velocity tasks (issue 19, docs/datasets.md "BallRun"): the runs held at 1/2 and 1 x
+    # the shipped BallRun file's recipe (issue 19, docs/datasets.md "BallRun: the new file"; it separated
+    # in 1 of 3 collection seeds there): the runs held at 1/2 and 1 x
     # MAX_EPISODE_COST give limit riders (cost ~40 at the safe riders' reward) and policies too fast
     # to keep (cost ~90 > max cost); held at 3/4 and 9/10 they accelerate through the limit instead.
     "paper-run": CollectBudget(

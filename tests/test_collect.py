@@ -171,11 +171,15 @@ def test_shipped_dataset_covers_every_cost_band(name: str) -> None:
     assert c.max() <= task.max_episode_cost
     assert card["profile"] in ("paper", "paper-run", "lite", "mini") and card["budget"]["name"] == card["profile"]
     if card["profile"] in ("paper", "paper-run"):
-        # safe episodes span poor to good reward (normalized reward range at least half of DSRL's span);
-        # the small-budget files (lite, mini) make no such claim (docs/datasets.md)
+        # safe episodes (cost <= 20) reach both the poor end (normalized reward <= 0.05, untrained
+        # snapshots) and good behaviour (>= 0.3; on BallRun the speed limit caps safe reward at about
+        # 440, normalized 0.32). An earlier check (safe span > half of DSRL's) passed on the old
+        # BallRun only through one noisy untrained episode at -262. The small-budget files (lite,
+        # mini) make no such claim (docs/datasets.md).
         safe = r[c <= task.thresholds[1]]
         span = task.max_episode_reward - task.min_episode_reward
-        assert (safe.max() - safe.min()) / span > 0.5
+        normalized = (safe - task.min_episode_reward) / span
+        assert normalized.min() <= 0.05 and normalized.max() >= 0.3
     else:  # collected with replay seeds: one per episode, at the episode starts
         import h5py
 
