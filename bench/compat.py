@@ -19,6 +19,12 @@ Why each patch exists (measured with the pinned set in requirements/lock.txt, se
    is made robust: it flushes all C streams and skips the redirect when a stream has no fd.
 6. gymnasium-robotics prints a notice about its Adroit environments (which presa-bench never
    uses) to stderr at every import of a simulator; it is removed from farama_notifications.
+7. safety-gymnasium imports pyGLFW, whose import starts a Python subprocess per candidate library
+   to read its version. A sweep worker killed mid-import (Ctrl-C, SIGTERM) leaves that subprocess
+   to write into a closed pipe, and its BrokenPipeError traceback lands in the sweep's stderr
+   (seen in CI). presa-bench never opens a GLFW window, so ``PYGLFW_LIBRARY`` is set, unless the
+   user set it, to the library pyGLFW would pick from its own wheel (x11, or wayland as pyGLFW
+   decides): it is loaded directly and nothing is started.
 """
 
 from __future__ import annotations
@@ -162,12 +168,30 @@ def _wandb_stub() -> types.ModuleType:
     return stub
 
 
+def _glfw_library() -> str | None:
+    """The library pyGLFW's wheel bundles for this session type (its own rule), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    spec = importlib.util.find_spec("glfw")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    variant = os.environ.get("PYGLFW_LIBRARY_VARIANT", "").lower()
+    if variant not in ("wayland", "x11"):
+        variant = "wayland" if os.environ.get("XDG_SESSION_TYPE") == "wayland" else "x11"
+    library = os.path.join(list(spec.submodule_search_locations)[0], variant, "libglfw.so")
+    return library if os.path.isfile(library) else None
+
+
 def apply() -> None:
     """Apply every patch once. Safe to call many times."""
     global _APPLIED
     if _APPLIED:
         return
     os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
+    if "PYGLFW_LIBRARY" not in os.environ and "glfw" not in sys.modules:
+        library = _glfw_library()
+        if library is not None:
+            os.environ["PYGLFW_LIBRARY"] = library
     _patch_dataclass_ndarray_defaults()
     if not any(isinstance(f, _VelocityAliasFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _VelocityAliasFinder())
