@@ -67,6 +67,18 @@ sweep-%: install
 	$(BIN)/presa-bench sweep --config configs/$*.yaml --results results/$* $(if $(EXECUTOR),--executor $(EXECUTOR)) $(SWEEP_FLAGS)
 	$(BIN)/presa-bench report --results results/$* --out results/$*/report
 
+# `make ablations`: every PreSa ablation config (configs/ablations/*.yaml; docs/presa.md, "Ablations")
+# into results/ablations/NAME, then the ablation table and plot (results/ablations/report/).
+# Subsets: make ablations ABLATIONS="default cpl-alone" ABLATION_TASKS=BallRun. Reruns resume.
+ABLATIONS ?= $(sort $(basename $(notdir $(wildcard configs/ablations/*.yaml))))
+ABLATION_TASKS ?= BallCircle,BallRun
+.PHONY: ablations
+ablations: install
+	set -e; for name in $(ABLATIONS); do \
+	  $(BIN)/presa-bench sweep --config configs/ablations/$$name.yaml --tasks $(ABLATION_TASKS) --results results/ablations/$$name $(if $(EXECUTOR),--executor $(EXECUTOR)) $(SWEEP_FLAGS); \
+	done
+	$(BIN)/python benchmarks/ablation_table.py results/ablations --out results/ablations/report
+
 # ---- Throughput benchmark (issue 9; a benchmark, not a test): PreSa steps/s and seed-steps/s for 1, 3
 # and 10 cells trained as one batched model vs OSRL's BC on the same data and the same number of
 # state-action pairs, one CPU thread, 4 interleaved rounds (~2 min on BallCircle, most of it the

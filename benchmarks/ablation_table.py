@@ -1,0 +1,147 @@
+"""The ablation table and its plot, from the stores `make ablations` writes (one per config).
+
+    python benchmarks/ablation_table.py results/ablations [--out results/ablations/report]
+
+Each sub-directory of the given folder is one ablation's result store (results/ablations/NAME/,
+NAME = the config under configs/ablations/). Per (ablation, task, threshold), the table shows the
+mean over seeds of the normalized reward / cost of the final checkpoint, how many seeds are stored,
+and, where the learner logs them, lambda at the end of training and the held-out safety accuracy.
+The plot puts every (ablation, threshold) at its mean cost and reward, one panel per task: the
+trade-off that delta and lambda control. Cells are read through bench.results only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bench import results as store
+
+#: Curve metrics shown when the learner logs them (PreSa does; CPL has no lambda).
+DIAGNOSTICS = ("lambda", "heldout_safety_accuracy", "heldout_pref_accuracy")
+
+
+def load_ablation(directory: Path) -> pd.DataFrame:
+    """One row per stored cell of one ablation: key, final-checkpoint means, last diagnostics."""
+    episodes = store.load_results(directory)
+    episodes = episodes[episodes["checkpoint"] == "final"]
+    cells = episodes.groupby(["cell_id", "task", "algorithm", "threshold", "seed"], as_index=False)[
+        ["normalized_reward", "normalized_cost"]
+    ].mean()
+    curves = store.load_curves(directory)
+    curves = curves[(curves["source"] == "train") & curves["metric"].isin(DIAGNOSTICS)]
+    if len(curves):
+        last = curves.sort_values("step").groupby(["cell_id", "metric"])["value"].last().unstack("metric")
+        cells = cells.merge(last, left_on="cell_id", right_index=True, how="left")
+    meta = store.load_meta(directory, ["steps", "config_json", "dataset_hash", "git_commit"])
+    meta["batch_size"] = meta["config_json"].map(lambda text: json.loads(text).get("batch_size"))
+    cells = cells.merge(meta[["cell_id", "steps", "batch_size", "dataset_hash", "git_commit"]], on="cell_id", how="left")
+    cells.insert(0, "ablation", directory.name)
+    return cells
+
+
+def summarise(cells: pd.DataFrame) -> pd.DataFrame:
+    columns = ["normalized_reward", "normalized_cost", *[m for m in DIAGNOSTICS if m in cells]]
+    grouped = cells.groupby(["task", "threshold", "ablation"])
+    table = grouped[columns].mean()
+    table["seeds"] = grouped["seed"].nunique()
+    table["budget"] = grouped.apply(
+        lambda g: ", ".join(sorted({f"{int(s)} steps x {int(b)} segments, dataset {h[:8]}" for s, b, h in
+                                    zip(g["steps"], g["batch_size"], g["dataset_hash"])}))
+    )
+    table["unsafe_seeds"] = grouped["normalized_cost"].apply(lambda c: int((c > 1.0).sum()))
+    return table.reset_index()
+
+
+def markdown(table: pd.DataFrame, order: list[str]) -> str:
+    lines = []
+    for task, rows in table.groupby("task", sort=True):
+        budgets = "; ".join(sorted(rows["budget"].unique()))
+        thresholds = sorted(rows["threshold"].unique())
+        lines.append(
+            f"{task}: normalized reward / cost of the final checkpoint, mean over seeds (* = unsafe, cost > 1;"
+            f" [n] = seeds stored). Budget: {budgets}.\n"
+        )
+        lines.append("| ablation | " + " | ".join(f"k = {k:g}" for k in thresholds) + " | lambda end | held-out safety acc |")
+        lines.append("|---|" + "---|" * (len(thresholds) + 2))
+        for name in order:
+            mine = rows[rows["ablation"] == name].set_index("threshold")
+            if mine.empty:
+                continue
+            cells = []
+            for k in thresholds:
+                if k not in mine.index:
+                    cells.append("-")
+                    continue
+                r = mine.loc[k]
+                star = "*" if r["normalized_cost"] > 1.0 else ""
+                cells.append(f"{r['normalized_reward']:.3f} / {r['normalized_cost']:.2f}{star} [{int(r['seeds'])}]")
+            lam = f"{mine['lambda'].mean():.2f}" if "lambda" in mine and mine["lambda"].notna().any() else "-"
+            acc = (
+                f"{mine['heldout_safety_accuracy'].mean():.2f}"
+                if "heldout_safety_accuracy" in mine and mine["heldout_safety_accuracy"].notna().any()
+                else "-"
+            )
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {lam} | {acc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(table: pd.DataFrame, order: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted(table["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
+    markers = dict(zip(sorted(table["threshold"].unique()), "os^Dv"))
+    colours = dict(zip(order, plt.cm.tab10.colors))
+    for ax, task in zip(axes[0], tasks):
+        rows = table[table["task"] == task]
+        for name in order:
+            mine = rows[rows["ablation"] == name]
+            for _, r in mine.iterrows():
+                ax.scatter(r["normalized_cost"], r["normalized_reward"], color=colours[name], marker=markers[r["threshold"]],
+                           label=name if r["threshold"] == mine["threshold"].min() else None)
+        ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(task)
+        ax.set_xlabel("normalized cost (mean over seeds; safe <= 1)")
+        ax.set_ylabel("normalized reward")
+    handles = [plt.Line2D([], [], color="black", marker=m, linestyle="", label=f"k = {k:g}") for k, m in markers.items()]
+    axes[0][-1].legend(handles=axes[0][-1].get_legend_handles_labels()[0] + handles, fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path, help="folder of ablation stores (results/ablations)")
+    parser.add_argument("--out", type=Path, help="where to write ablations.md / .csv / .png (default ROOT/report)")
+    args = parser.parse_args(argv)
+    stores = sorted(p for p in args.root.iterdir() if p.is_dir() and (p / store.META).is_dir()) if args.root.is_dir() else []
+    if not stores:
+        print(f"no ablation store under {args.root}: run `make ablations` first", file=sys.stderr)
+        return 2
+    cells = pd.concat([load_ablation(p) for p in stores], ignore_index=True)
+    order = ["default"] + sorted(n for n in cells["ablation"].unique() if n != "default")
+    order = [n for n in order if n in set(cells["ablation"])]
+    table = summarise(cells)
+    out = args.out or args.root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(table, order)
+    (out / "ablations.md").write_text(text)
+    cells.to_csv(out / "ablation_cells.csv", index=False)
+    plot(table, order, out / "ablations.png")
+    print(text)
+    print(f"wrote {out / 'ablations.md'}, {out / 'ablation_cells.csv'}, {out / 'ablations.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
