@@ -38,7 +38,7 @@ def load_ablation(directory: Path) -> pd.DataFrame:
         last = curves.sort_values("step").groupby(["cell_id", "metric"])["value"].last().unstack("metric")
         cells = cells.merge(last, left_on="cell_id", right_index=True, how="left")
     meta = store.load_meta(directory, ["steps", "config_json", "dataset_hash", "git_commit"])
-    meta["batch_size"] = meta["config_json"].map(lambda text: json.loads(text).get("batch_size"))
+    meta["batch_size"] = meta["config_json"].map(lambda text: json.loads(text).get("algorithm_config", {}).get("batch_size"))
     cells = cells.merge(meta[["cell_id", "steps", "batch_size", "dataset_hash", "git_commit"]], on="cell_id", how="left")
     cells.insert(0, "ablation", directory.name)
     return cells

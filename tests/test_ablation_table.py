@@ -25,7 +25,7 @@ def ablation_table():
 
 def write(root: Path, ablation: str, threshold: float, seed: int, reward: float, cost: float, lam: float | None) -> None:
     key = store.CellKey("BallRun", "presa", threshold, seed, "quick", "q100")
-    config = {"ablation": ablation, "seed": seed, "threshold": threshold, "batch_size": 32}
+    config = {"ablation": ablation, "seed": seed, "threshold": threshold, "algorithm_config": {"batch_size": 32}}
     episodes = [
         {"checkpoint": kind, "episode": i, "episode_seed": i, "return": 1.0, "cost": 1.0, "length": 100,
          # the final checkpoint's episodes average to (reward, cost); the best one's are far off
