@@ -100,7 +100,8 @@ def plot(table: pd.DataFrame, order: list[str], path: Path) -> None:
     tasks = sorted(table["task"].unique())
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
     markers = dict(zip(sorted(table["threshold"].unique()), "os^Dv"))
-    colours = dict(zip(order, plt.cm.tab10.colors))
+    palette = plt.cm.tab20.colors  # 20 colours, then they repeat
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(order)}
     for ax, task in zip(axes[0], tasks):
         rows = table[table["task"] == task]
         for name in order:
