@@ -29,7 +29,7 @@ def load_ablation(directory: Path) -> pd.DataFrame:
     """One row per stored cell of one ablation: key, final-checkpoint means, last diagnostics."""
     episodes = store.load_results(directory)
     episodes = episodes[episodes["checkpoint"] == "final"]
-    cells = episodes.groupby(["cell_id", "task", "algorithm", "threshold", "seed"], as_index=False)[
+    cells = episodes.groupby(["cell_id", "task", "algorithm", "threshold", "seed", "feedback"], as_index=False)[
         ["normalized_reward", "normalized_cost"]
     ].mean()
     curves = store.load_curves(directory)
@@ -50,8 +50,8 @@ def summarise(cells: pd.DataFrame) -> pd.DataFrame:
     table = grouped[columns].mean()
     table["seeds"] = grouped["seed"].nunique()
     table["budget"] = grouped.apply(
-        lambda g: ", ".join(sorted({f"{int(s)} steps x {int(b)} segments, dataset {h[:8]}" for s, b, h in
-                                    zip(g["steps"], g["batch_size"], g["dataset_hash"])}))
+        lambda g: ", ".join(sorted({f"{int(s)} steps x {int(b)} segments, feedback {q}, dataset {h[:8]}" for s, b, q, h in
+                                    zip(g["steps"], g["batch_size"], g["feedback"], g["dataset_hash"])}))
     )
     table["unsafe_seeds"] = grouped["normalized_cost"].apply(lambda c: int((c > 1.0).sum()))
     return table.reset_index()

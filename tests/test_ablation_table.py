@@ -53,7 +53,7 @@ def test_table_means_over_seeds_of_the_final_checkpoint(ablation_table, tmp_path
     assert list(rows) == ["default", "cpl-alone"]  # the reference row first
     assert rows["default"] == ["0.300 / 0.00 [2]", "-", "0.70", "-"]  # mean of seeds, last lambda of each curve
     assert rows["cpl-alone"] == ["0.300 / 3.00* [1]", "0.300 / 1.50* [1]", "-", "-"]
-    assert "2000 steps x 32 segments, dataset b5665856" in text
+    assert "2000 steps x 32 segments, feedback q100, dataset b5665856" in text
     assert (tmp_path / "report" / "ablations.png").stat().st_size > 0
     assert "default" in capsys.readouterr().out
 
