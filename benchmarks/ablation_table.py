@@ -13,12 +13,12 @@ trade-off that delta and lambda control. Cells are read through bench.results on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from bench import report
 from bench import results as store
 
 #: Curve metrics shown when the learner logs them (PreSa does; CPL has no lambda).
@@ -26,22 +26,24 @@ DIAGNOSTICS = ("lambda", "heldout_safety_accuracy", "heldout_pref_accuracy")
 
 
 def load_ablation(directory: Path) -> pd.DataFrame:
-    """One row per stored cell of one ablation: key, final-checkpoint means, last diagnostics."""
-    episodes = store.load_results(directory)
-    episodes = episodes[episodes["checkpoint"] == "final"]
-    cells = episodes.groupby(["cell_id", "task", "algorithm", "threshold", "seed", "feedback"], as_index=False)[
-        ["normalized_reward", "normalized_cost"]
-    ].mean()
+    """One row per stored cell of one ablation: bench.report's final-checkpoint cell scores and
+    budget columns, the git commit, and the last logged diagnostics."""
+    episodes = store.load_results(directory, meta=True)
+    cells = report.cell_scores(episodes, "final")
+    commits = episodes.groupby("cell_id")["git_commit"].first()
+    cells = cells.merge(commits, left_on="cell_id", right_index=True, how="left")
     curves = store.load_curves(directory)
     curves = curves[(curves["source"] == "train") & curves["metric"].isin(DIAGNOSTICS)]
     if len(curves):
         last = curves.sort_values("step").groupby(["cell_id", "metric"])["value"].last().unstack("metric")
         cells = cells.merge(last, left_on="cell_id", right_index=True, how="left")
-    meta = store.load_meta(directory, ["steps", "config_json", "dataset_hash", "git_commit"])
-    meta["batch_size"] = meta["config_json"].map(lambda text: json.loads(text).get("algorithm_config", {}).get("batch_size"))
-    cells = cells.merge(meta[["cell_id", "steps", "batch_size", "dataset_hash", "git_commit"]], on="cell_id", how="left")
     cells.insert(0, "ablation", directory.name)
     return cells
+
+
+def _budget(steps: int, batch: int, capped: bool, cap_note: str, feedback: str, dataset_hash: str) -> str:
+    cap = f" (capped: {cap_note})" if capped else ""
+    return f"{int(steps)} steps x {int(batch)} segments{cap}, feedback {feedback}, dataset {dataset_hash[:8]}"
 
 
 def summarise(cells: pd.DataFrame) -> pd.DataFrame:
@@ -50,10 +52,9 @@ def summarise(cells: pd.DataFrame) -> pd.DataFrame:
     table = grouped[columns].mean()
     table["seeds"] = grouped["seed"].nunique()
     table["budget"] = grouped.apply(
-        lambda g: ", ".join(sorted({f"{int(s)} steps x {int(b)} segments, feedback {q}, dataset {h[:8]}" for s, b, q, h in
-                                    zip(g["steps"], g["batch_size"], g["feedback"], g["dataset_hash"])}))
+        lambda g: ", ".join(sorted({_budget(*row) for row in
+                                    zip(g["steps"], g["batch"], g["capped"], g["cap_note"], g["feedback"], g["dataset_hash"])}))
     )
-    table["unsafe_seeds"] = grouped["normalized_cost"].apply(lambda c: int((c > 1.0).sum()))
     return table.reset_index()
 
 
@@ -130,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no ablation store under {args.root}: run `make ablations` first", file=sys.stderr)
         return 2
     cells = pd.concat([load_ablation(p) for p in stores], ignore_index=True)
-    order = ["default"] + sorted(n for n in cells["ablation"].unique() if n != "default")
-    order = [n for n in order if n in set(cells["ablation"])]
+    order = sorted(set(cells["ablation"]), key=lambda name: (name != "default", name))  # the reference row first
     table = summarise(cells)
     out = args.out or args.root / "report"
     out.mkdir(parents=True, exist_ok=True)

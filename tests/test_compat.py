@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -57,7 +58,7 @@ print("library", glfw.library.glfw._name)
 
 
 def _python_children(imports: str) -> tuple[int, str]:
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYGLFW_LIBRARY"}
+    env = {k: v for k, v in os.environ.items() if k != "PYGLFW_LIBRARY"}
     result = subprocess.run(
         [sys.executable, "-c", _COUNT_PYTHON_CHILDREN.format(imports=imports)], capture_output=True, text=True, env=env
     )
