@@ -283,7 +283,8 @@ def _feedback_settings(feedback_kwargs: dict[str, Any]) -> tuple[Any, Any]:
     settings = apply_overrides(settings_cls(), feedback_kwargs, "the feedback teacher", key_prefix=FEEDBACK_PREFIX)
     if hasattr(settings, "validate"):
         settings.validate()  # bad values fail before any training, with the feedback module's message
-    return (settings if feedback_kwargs else None), _config_dict(settings)
+    identity = settings.identity() if hasattr(settings, "identity") else _config_dict(settings)
+    return (settings if feedback_kwargs else None), identity
 
 
 def _load_feedback(cell: ResolvedCell, dataset: Any, results_dir: Path) -> tuple[Any, dict[str, Any]]:

@@ -239,6 +239,38 @@ def test_flipped_safety_labels_lower_agreement_to_one_minus_q(large):
     assert abs(summary["safety_agreement"] - 0.7) < TOL and summary["pair_agreement"] == 1.0
 
 
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_safe_share_sets_the_share_of_safe_labels_and_nothing_else(large, share):
+    natural = make_feedback(large, 20.0, seed=0, settings=FeedbackSettings(num_queries=2000))
+    skewed = make_feedback(large, 20.0, seed=0, settings=FeedbackSettings(num_queries=2000, safe_share=share))
+    assert abs(natural.safety_label.mean() - share) > 0.05  # the dataset alone gives another share
+    assert skewed.safety_label.mean() == pytest.approx(share)
+    # labels still the teacher's rule on the segments drawn, and no segment labelled twice
+    np.testing.assert_array_equal(skewed.safety_label, (skewed.safety_truth <= skewed.provenance["safety_budget"]).astype(np.float32))
+    assert len(np.unique(skewed.safety_episode * 1000 + skewed.safety_start)) == len(skewed.safety_label)
+    assert not np.array_equal(skewed.safety_start, natural.safety_start)
+    # the preference pairs keep their draws: the safe-share stream is a separate one
+    np.testing.assert_array_equal(skewed.pair_start, natural.pair_start)
+    np.testing.assert_array_equal(skewed.pair_label, natural.pair_label)
+
+
+def test_safe_share_beyond_the_dataset_and_on_the_labelling_page_are_refused(large):
+    all_unsafe = make_dataset([100] * 30, costs=np.ones(3000), seed=3)
+    with pytest.raises(FeedbackError, match="safe_share 0.5 asks for 50 safe segments but the dataset has only 0"):
+        make_feedback(all_unsafe, 20.0, seed=0, settings=FeedbackSettings(num_queries=100, safe_share=0.5))
+    with pytest.raises(FeedbackError, match="scripted teacher only"):
+        fb.sample_queries(large, 0, FeedbackSettings(num_queries=10, safe_share=0.5))
+    with pytest.raises(FeedbackError, match="safe_share must be a share"):
+        FeedbackSettings(safe_share=1.5).validate()
+
+
+def test_safe_share_enters_config_identity_only_when_set():
+    """Stored cells and cached feedback made before safe_share existed keep their hashes."""
+    before = {f.name for f in dataclasses.fields(FeedbackSettings)} - {"safe_share"}
+    assert set(FeedbackSettings().identity()) == before
+    assert FeedbackSettings(safe_share=0.2).identity()["safe_share"] == 0.2
+
+
 # ---- learner view, storage, provenance -----------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +49,7 @@ def feedback_for_run(
             "dataset_hash": dataset_hash(dataset),
             "threshold": float(threshold),
             "seed": int(seed),
-            "settings": asdict(settings),
+            "settings": settings.identity(),
         }
     )
     path = Path(cache_dir) / f"{task.name}-k{float(threshold):g}-s{int(seed)}-{key}.parquet"

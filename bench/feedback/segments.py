@@ -90,3 +90,23 @@ def sample_segments(episode: np.ndarray, start: np.ndarray, num: int, rng: np.ra
         )
     chosen = rng.choice(len(episode), size=num, replace=False)
     return episode[chosen], start[chosen]
+
+
+def sample_segments_by_class(
+    episode: np.ndarray, start: np.ndarray, is_safe: np.ndarray, num: int, share: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``num`` distinct segments of which round(share * num) are safe (``is_safe`` per valid segment),
+    each class uniform without replacement, in a random order."""
+    wanted = {True: int(round(share * num)), False: num - int(round(share * num))}
+    chosen = []
+    for safe, count in wanted.items():
+        pool = np.flatnonzero(is_safe == safe)
+        if count > len(pool):
+            kind = "safe" if safe else "unsafe"
+            raise FeedbackError(
+                f"safe_share {share} asks for {count} {kind} segments but the dataset has only {len(pool)} at "
+                "this threshold and segment length: choose another safe_share or fewer num_safety_labels"
+            )
+        chosen.append(rng.choice(pool, size=count, replace=False))
+    index = rng.permutation(np.concatenate(chosen))
+    return episode[index], start[index]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +45,11 @@ class FeedbackSettings:
     equal_band: float = 0.0
     #: Each safety label is flipped with this probability.
     safety_flip_prob: float = 0.0
+    #: Share of safe segments among the safety labels (the paper's "ratio of safe labels" ablation):
+    #: the teacher draws round(share * L) labelled segments from the dataset's safe segments and the
+    #: rest from its unsafe ones, each uniform without replacement. None = uniform draws over all
+    #: segments, so the share is whatever the dataset and threshold give.
+    safe_share: float | None = field(default=None, metadata={"hashed_when_set": True})
 
     def validate(self) -> None:
         """Raise FeedbackError naming the first invalid field."""
@@ -62,6 +67,8 @@ class FeedbackSettings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise FeedbackError(f"{name} must be a probability in [0, 1], got {value}")
+        if self.safe_share is not None and not 0.0 <= float(self.safe_share) <= 1.0:
+            raise FeedbackError(f"safe_share must be a share in [0, 1] or unset, got {self.safe_share}")
         for name in ("bt_temperature", "equal_band"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0.0):
@@ -75,6 +82,16 @@ class FeedbackSettings:
         )
         labels = self.num_safety_labels if self.num_safety_labels is not None else self.num_queries
         return replace(self, segment_length=int(length), num_safety_labels=int(labels), num_queries=int(self.num_queries))
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that name these settings in config hashes and feedback cache keys. A field added
+        after results were stored (metadata ``hashed_when_set``) enters only when it differs from its
+        default, so stored cells and cached feedback made before it existed stay valid."""
+        out = asdict(self)
+        for f in fields(self):
+            if f.metadata.get("hashed_when_set") and out[f.name] == f.default:
+                del out[f.name]
+        return out
 
     def with_overrides(self, overrides: dict[str, Any]) -> "FeedbackSettings":
         """Apply ``--set feedback.KEY=VALUE`` overrides by the one coercion rule (bench.settings), then validate."""

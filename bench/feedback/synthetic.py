@@ -11,7 +11,7 @@ from bench.errors import FeedbackError
 from bench.feedback.containers import FeedbackSet
 from bench.feedback.provenance import _dataset_provenance, _task_of, _versions
 from bench.feedback.schema import FORMAT_VERSION
-from bench.feedback.segments import _segment_sums, _valid_segments, sample_pairs, sample_segments
+from bench.feedback.segments import _segment_sums, _valid_segments, sample_pairs, sample_segments, sample_segments_by_class
 from bench.feedback.settings import FeedbackSettings
 from bench.feedback.teacher import noisy_preference_labels, reward_margin, safety_budget, safety_labels
 
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from bench.tasks import Task
 
 #: Independent random streams, so that e.g. a noise setting never changes which pairs are drawn.
-_STREAMS = ("pairs", "safety_segments", "bradley_terry", "flips", "safety_flips")
+#: A new stream goes at the end: SeedSequence children are keyed by position, so the others keep their draws.
+_STREAMS = ("pairs", "safety_segments", "bradley_terry", "flips", "safety_flips", "safe_share")
 
 
 def _streams(seed: int) -> dict[str, np.random.Generator]:
@@ -46,6 +47,11 @@ def sample_queries(
     `make_feedback` draws exactly these; the labelling page (bench.labelling) asks people them."""
     task = _task_of(dataset, task)
     settings = (settings or FeedbackSettings()).resolve(task)
+    if settings.safe_share is not None:
+        raise FeedbackError(
+            "safe_share picks the labelled segments by their cost, which the people being asked decide: "
+            "use it with the scripted teacher only (unset feedback.safe_share)"
+        )
     return (int(settings.segment_length), *_draw_queries(dataset, settings, _streams(seed)))  # type: ignore[arg-type]
 
 
@@ -64,10 +70,16 @@ def make_feedback(
     length = int(settings.segment_length)  # type: ignore[arg-type]
     streams = _streams(seed)
     pair_episode, pair_start, safety_episode, safety_start = _draw_queries(dataset, settings, streams)
+    budget = safety_budget(threshold, length, task.episode_length)
+    if settings.safe_share is not None:  # redraw the labelled segments with the asked share of safe ones
+        episode, start = _valid_segments(dataset, length)
+        is_safe = safety_labels(_segment_sums(dataset.costs, dataset, episode, start, length), budget) == 1.0
+        safety_episode, safety_start = sample_segments_by_class(
+            episode, start, is_safe, int(settings.num_safety_labels), float(settings.safe_share), streams["safe_share"]  # type: ignore[arg-type]
+        )
 
     pair_truth = _segment_sums(dataset.rewards, dataset, pair_episode, pair_start, length)
     safety_truth = _segment_sums(dataset.costs, dataset, safety_episode, safety_start, length)
-    budget = safety_budget(threshold, length, task.episode_length)
     margin = reward_margin(dataset, length, task.episode_length)
     if (settings.bt_temperature > 0 or settings.equal_band > 0) and margin == 0:
         raise FeedbackError("the dataset's mean episode return is 0, so bt_temperature/equal_band have no scale; set them to 0")
