@@ -114,10 +114,16 @@ def plot(table: pd.DataFrame, order: list[str], path: Path) -> None:
         ax.set_title(task)
         ax.set_xlabel("normalized cost (mean over seeds; safe <= 1)")
         ax.set_ylabel("normalized reward")
-    handles = [plt.Line2D([], [], color="black", marker=m, linestyle="", label=f"k = {k:g}") for k, m in markers.items()]
-    axes[0][-1].legend(handles=axes[0][-1].get_legend_handles_labels()[0] + handles, fontsize=8, loc="best")
+    named = {}  # every ablation once, from whichever panel has it, in the table's order
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            named.setdefault(label, handle)
+    handles = [named[name] for name in order if name in named]
+    handles += [plt.Line2D([], [], color="black", marker=m, linestyle="", label=f"k = {k:g}") for k, m in markers.items()]
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # outside the panels, so that no point is hidden behind it
+    fig.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
