@@ -168,7 +168,7 @@ def test_shipped_dataset_covers_every_cost_band(name: str) -> None:
         # safe episodes (cost <= 20) reach both the poor end (normalized reward <= 0.05, untrained
         # snapshots) and good behaviour (>= 0.3; on BallRun the speed limit caps safe reward at about
         # 440, normalized 0.32). An earlier check (safe span > half of DSRL's) passed on the old
-        # BallRun only through one noisy untrained episode at -262. The small-budget files (lite,
+        # BallRun only through one noisy untrained episode at -262. The small-budget files (quick, lite,
         # mini) make no such claim (docs/datasets.md).
         safe = r[c <= task.thresholds[1]]
         span = task.max_episode_reward - task.min_episode_reward
