@@ -23,6 +23,7 @@ ACTOR_TYPES = ("deterministic", "gaussian")
 REFERENCE_POINTS = ("learned", "zero", "kto")
 CONSTRAINT_FORMS = ("mean", "log")
 DELTA_MODES = ("separation", "absolute", "relative")
+S_REF_MODES = ("measured", "analytic")
 LAMBDA_PARAMS = ("projected", "log")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SCORE_NORMS = ("sum", "mean")
@@ -96,6 +97,12 @@ class PreSaConfig:
     #: construction); "absolute": S >= delta; "relative": S >= delta * S_max, S_max the per-segment
     #: upper bound. [inferred]
     delta_mode: str = "separation"
+    #: How S_ref (delta_mode separation) is obtained: "measured" = the mean training-batch S of
+    #: pi_ref itself on dropout batches, the same estimator as S and S* (issue 27: the analytic value
+    #: ignores dropout noise, so the first joint S sat 0.01 nats BELOW it and part of the margin only
+    #: offset that noise); "analytic" = every score 0 (log 0.5 with balanced classes), the rule of
+    #: stop 24 and earlier, kept to reproduce those results. [inferred]
+    s_ref: str = "measured"
     #: Steps of the safety-only run that measures S* (delta_mode separation); 0 = a quarter of the
     #: joint phase (at least 100). Costs about a third of a joint step each. [inferred]
     attainable_steps: int = 0
@@ -157,6 +164,7 @@ class PreSaConfig:
             "reference_point": REFERENCE_POINTS,
             "constraint_form": CONSTRAINT_FORMS,
             "delta_mode": DELTA_MODES,
+            "s_ref": S_REF_MODES,
             "lambda_param": LAMBDA_PARAMS,
             "score_norm": SCORE_NORMS,
             "safety_score_norm": SCORE_NORMS,

@@ -74,7 +74,11 @@ def label_weights(label: torch.Tensor, unsafe_weight: float = 1.0, balance: bool
     unsafe = 1.0 - label
     scale = torch.full_like(label[..., :1], unsafe_weight)
     if balance:
-        scale = scale * label.sum(dim=-1, keepdim=True) / unsafe.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        n_safe = label.sum(dim=-1, keepdim=True)
+        ratio = n_safe / unsafe.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        # a batch with no safe segment has nothing to balance against: plain weights, not all zeros
+        # (all-zero weights made S = 0, its maximum, and fed the dual step a large negative gap)
+        scale = scale * torch.where(n_safe > 0, ratio, torch.ones_like(ratio))
     return label + unsafe * scale
 
 
@@ -121,6 +125,14 @@ def reference_safety_score(label: torch.Tensor, weights: torch.Tensor | None, fo
     if form == "log":
         return p * torch.log(p) + (1 - p) * torch.log(1 - p)
     return p * p + (1 - p) * (1 - p)
+
+
+def constant_reference_point(label: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The best constant z0 when every score is 0: logit of the (weighted) safe share p (0 with
+    balanced classes), the point at which ``reference_safety_score`` is reached. Shape (..., 1)."""
+    w = torch.ones_like(label) if weights is None else weights
+    p = ((w * label).sum(dim=-1, keepdim=True) / w.sum(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(1e-6, 1 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)
 
 
 def separation_target(s_ref: torch.Tensor, s_star: torch.Tensor, delta: float) -> torch.Tensor:

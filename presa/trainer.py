@@ -320,6 +320,8 @@ class PreSaLearner(Learner):
         part of the seeded run (deterministic)."""
         c = self.config
         steps = c.attainable_steps or max(100, (self.total_steps - self.warmup_steps) // 4)
+        if c.s_ref == "measured":
+            self.s_ref = self._measure_reference_score(max(1, steps // 5))
         saved = [p.detach().clone() for p in self.actor.parameters()]
         z0 = torch.zeros((self.members, 1), device=self.device, requires_grad=True)
         optimizer = torch.optim.Adam(list(self.actor.parameters()), lr=c.lr, foreach=False)
@@ -347,6 +349,31 @@ class PreSaLearner(Learner):
         with torch.no_grad():
             for param, value in zip(self.actor.parameters(), saved):
                 param.copy_(value)
+
+    def _measure_reference_score(self, batches: int) -> torch.Tensor:
+        """S_ref measured the way S and S* are: the mean S of pi_ref itself over ``batches`` dropout
+        training batches, at the best constant reference point of the labels (the analytic S_ref's
+        z0). Dropout makes pi_ref's scores noisy, so this lies below the analytic value; comparing S
+        with it keeps the margin delta (S* - S_ref) from only offsetting that noise."""
+        c = self.config
+        B, H, E = c.batch_size, self.segment_length, self.members
+        assert self.ref_safety_all is not None
+        z0 = torch.stack([
+            losses.constant_reference_point(self.safety_label[e], self._label_weights(self.safety_label[e]))
+            for e in range(E)
+        ]) if self.learned_z0 else None
+        highs = [[len(self.safety_label[e])] for e in range(E)]
+        scores = []
+        with torch.no_grad():
+            for _ in range(batches):
+                (rows,) = self._draw(highs, [B])
+                transitions = self.safety_index_all[self.member_rows, rows].reshape(E, -1)
+                logp = self._forward_logp(self.obs[transitions], self.act[transitions]).reshape(E, B, H)
+                s_policy, _ = self._safety_terms(
+                    logp, self.ref_safety_all[self.member_rows, rows], self.safety_label_all[self.member_rows, rows], z0
+                )
+                scores.append(s_policy)
+        return torch.stack(scores).mean(dim=0)
 
     def _heldout_safety(self, e: int, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, accuracy) of member e on its held-out safety labels (no dropout); NaN when none."""

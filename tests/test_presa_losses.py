@@ -121,3 +121,24 @@ def test_label_weights_and_weighted_score() -> None:
     values = [sigmoid(1.0), sigmoid(2.0), sigmoid(0.0), sigmoid(-3.0)]
     expected = (values[0] + 0.5 * sum(values[1:])) / 2.5
     assert losses.safety_score(score, label, 0.0, "mean", w).item() == pytest.approx(expected)
+
+
+def test_balanced_weights_of_a_batch_without_safe_segments_are_not_all_zero() -> None:
+    """Issue 27: with class balance, a batch of unsafe segments only had every weight 0, so S was 0
+    (its maximum) and the dual step got a large negative gap. It gets plain weights instead; a row
+    with both classes keeps its balanced weights."""
+    label = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    weights = losses.label_weights(label, 0.25, balance=True)
+    assert weights[0].tolist() == pytest.approx([0.25] * 4)
+    assert weights[1].tolist() == pytest.approx([1.0, 0.25 / 3, 0.25 / 3, 0.25 / 3])
+    score = torch.tensor([[1.0, -2.0, 0.0, 3.0]] * 2)
+    s = losses.safety_score(score, label, 0.0, "log", weights)
+    assert s[0].item() == pytest.approx(torch.nn.functional.logsigmoid(-score[0]).mean().item())
+    assert s[0].item() < 0.0
+
+
+def test_constant_reference_point_is_the_logit_of_the_weighted_safe_share() -> None:
+    label = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    assert losses.constant_reference_point(label, None).item() == pytest.approx(math.log(0.25 / 0.75))
+    balanced = losses.label_weights(label, 1.0, balance=True)
+    assert losses.constant_reference_point(label, balanced).item() == pytest.approx(0.0, abs=1e-6)

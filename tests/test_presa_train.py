@@ -311,3 +311,51 @@ def test_warmup_uses_its_own_learning_rate(sim_dataset: Dataset) -> None:
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert all(torch.equal(x, y) for x, y in zip(a, c))
     assert not all(torch.equal(x, y) for x, y in zip(a, d))
+
+
+def _reference_score_under_dropout(learner: Any, batches: int, seed: int) -> float:
+    """Mean training-batch S of pi_ref with dropout ON (the estimator S and S* use), from an rng of
+    the test's own, at the analytic S_ref's reference point (0 with balanced classes)."""
+    c = learner.config
+    rng = np.random.default_rng(seed)
+    label_all = learner.safety_label[0]
+    weights = losses.label_weights(label_all, c.unsafe_weight, c.balance_labels)
+    z0 = losses.constant_reference_point(label_all, weights)
+    values = []
+    with torch.no_grad():
+        for _ in range(batches):
+            rows = torch.from_numpy(rng.integers(len(label_all), size=c.batch_size))
+            index = learner.safety_index_all[0, rows]
+            logp = learner._forward_logp(learner.obs[index].reshape(1, -1, learner.obs.shape[-1]),
+                                         learner.act[index].reshape(1, -1, learner.act.shape[-1]))
+            score = losses.segment_score(logp.reshape(1, c.batch_size, -1), learner.ref_safety_all[0, rows][None],
+                                         c.safety_alpha, c.gamma, c.safety_score_norm == "mean")
+            label = label_all[rows][None]
+            values.append(float(losses.safety_score(score, label, z0, c.constraint_form,
+                                                    losses.label_weights(label, c.unsafe_weight, c.balance_labels))))
+    return float(np.mean(values))
+
+
+def test_s_ref_is_measured_with_dropout_like_s_and_s_star(sim_dataset: Dataset) -> None:
+    """Issue 27: S and S* are measured on dropout batches, so S_ref must be too. The analytic S_ref
+    (every score 0) ignores the dropout noise, which moves S at pi_ref (on BallCircle's files 0.01 nats
+    down; here, after a short fit, up); the measured S_ref lies nearer an independent dropout estimate
+    of S at pi_ref than the analytic value does."""
+    spec = make_spec(sim_dataset, steps=120, warmup_steps=60, warmup_lr=3e-3, attainable_steps=100, dropout=0.5)
+    learner = PreSa.learner([spec], [make_inputs(sim_dataset)])
+    for step in range(60):
+        learner.step(step)
+    learner._freeze_reference()  # measures S_ref and S*, then restores pi_ref
+    config = learner.config
+    analytic = float(losses.reference_safety_score(
+        learner.safety_label[0], losses.label_weights(learner.safety_label[0], config.unsafe_weight, config.balance_labels),
+        config.constraint_form, True,
+    ))
+    independent = _reference_score_under_dropout(learner, batches=400, seed=123)
+    measured = float(learner.s_ref[0])
+    assert abs(measured - independent) < abs(analytic - independent)
+    analytic_run = PreSa.learner([make_spec(sim_dataset, steps=60, warmup_steps=20, attainable_steps=100, s_ref="analytic")],
+                                 [make_inputs(sim_dataset)])
+    for step in range(21):
+        analytic_run.step(step)
+    assert float(analytic_run.s_ref[0]) == pytest.approx(analytic)
