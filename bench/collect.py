@@ -75,6 +75,10 @@ class CollectBudget:
     #: Parallel simulators of the training collector and episodes per PPO update (fsrl: 20).
     training_envs: int = 10
     episodes_per_update: int = 20
+    #: The online safe RL algorithm of the behaviour policies, from fast-safe-rl: "ppo-lag" (its
+    #: PPOLagAgent) or "trpo-lag" (TRPOLagAgent, DSRL's own choice): a second implementation, so
+    #: a development family does not come from one learner's habits (issue 27).
+    agent: str = "ppo-lag"
 
 
 BUDGETS: dict[str, CollectBudget] = {
@@ -119,6 +123,38 @@ BUDGETS: dict[str, CollectBudget] = {
         snapshots=20, noise_stds=(0.0, 0.15, 0.3, 0.6), episodes_per_rollout=10, target_episodes=None,
     ),
 }
+
+
+#: Development-family recipes (docs/presa.md, "Development family"): never shipped or reported;
+#: PreSa's defaults are chosen on them by leaving one dataset out at a time. Each differs from the
+#: shipped recipes in the learner, the cost-limit schedule or the action noise.
+DEV_BUDGETS: dict[str, CollectBudget] = {
+    # limits held at and above the max cost: behaviour that buys reward with cost (few safe episodes)
+    "dev-unsafe": CollectBudget(
+        "dev-unsafe", train_episodes=1000, cost_limit_sweeps=((1.0, 1.0), (2.5, 2.5), (0.0625, 2.5)), snapshots=10,
+        noise_stds=(0.0, 0.1, 0.3), episodes_per_rollout=10, target_episodes=None,
+    ),
+    # quick's runs rolled out with heavy action noise
+    "dev-noisy": CollectBudget(
+        "dev-noisy", train_episodes=1000, cost_limit_sweeps=((0.0625, 2.5), (0.125, 0.125)), snapshots=10,
+        noise_stds=(0.3, 0.6, 0.9), episodes_per_rollout=10, target_episodes=None,
+    ),
+    # TRPO-Lagrangian behaviour policies, the limit swept down (DSRL's DroneRun direction) and held
+    "dev-trpo": CollectBudget(
+        "dev-trpo", train_episodes=1000, cost_limit_sweeps=((2.5, 0.0625), (0.125, 0.125), (0.5, 0.5)), snapshots=10,
+        noise_stds=(0.0, 0.25, 0.5), episodes_per_rollout=10, target_episodes=None, agent="trpo-lag",
+    ),
+}
+BUDGETS.update(DEV_BUDGETS)
+
+
+def _budget_record(budget: CollectBudget) -> dict[str, Any]:
+    """The budget as stored in work directories and cards; the default learner is left out so that
+    the records of collections made before the field existed still match."""
+    record = asdict(budget)
+    if record["agent"] == "ppo-lag":
+        del record["agent"]
+    return record
 
 
 def get_budget(name: str) -> CollectBudget:
@@ -210,6 +246,7 @@ class RunSpec:
     training_envs: int
     episodes_per_update: int
     run_dir: Path
+    agent: str = "ppo-lag"
 
     def cost_limit(self, steps_done: int) -> float:
         frac = min(steps_done / self.steps, 1.0)
@@ -244,7 +281,7 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
 
     torch.set_num_threads(1)  # fsrl's default thread=4 would take every core of the machine
     import bench  # noqa: F401  (compat patches before fsrl / dsrl)
-    from fsrl.agent import PPOLagAgent
+    from fsrl.agent import PPOLagAgent, TRPOLagAgent
     from fsrl.data import FastCollector
     from fsrl.utils import DummyLogger
     from tianshou.data import VectorReplayBuffer
@@ -260,7 +297,8 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
         def print(self, *args: Any, **kwargs: Any) -> None:
             pass
 
-    agent = PPOLagAgent(
+    agent_class = {"ppo-lag": PPOLagAgent, "trpo-lag": TRPOLagAgent}[spec.agent]
+    agent = agent_class(
         env, logger=_QuietLogger(), cost_limit=spec.cost_limit(0), thread=1, seed=spec.seed,
         hidden_sizes=spec.hidden_sizes,
     )
@@ -550,6 +588,7 @@ def _run_specs(cfg: CollectConfig) -> list[RunSpec]:
             limit_start=start * c, limit_end=end * c, snapshots=cfg.budget.snapshots,
             hidden_sizes=cfg.budget.hidden_sizes, training_envs=cfg.budget.training_envs,
             episodes_per_update=cfg.budget.episodes_per_update, run_dir=cfg.work_dir / "policies" / f"run{i}",
+            agent=cfg.budget.agent,
         )
         for i, (start, end) in enumerate(cfg.budget.cost_limit_sweeps)
     ]
@@ -717,7 +756,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
         "bytes": path.stat().st_size,
         "seed": cfg.seed,
         "profile": cfg.budget.name,
-        "budget": asdict(cfg.budget),
+        "budget": _budget_record(cfg.budget),
         "steps_per_run": cfg.steps_per_run,
         "filter": {"max_episode_cost": cfg.task.max_episode_cost, "target_episodes": cfg.target_episodes,
                    "cost_bins": cfg.cost_bins, "reward_bins": cfg.reward_bins, "min_per_bin": cfg.min_per_bin,
@@ -768,7 +807,7 @@ def _replay_group(ep_seed: list[int] | None, ep_len: list[int], kept: np.ndarray
 
 def _claim_work_dir(cfg: CollectConfig) -> None:
     """Create the work directory, or check that its saved work was made with the same budget."""
-    config = json.loads(json.dumps({"task": cfg.task.name, "seed": cfg.seed, "budget": asdict(cfg.budget),
+    config = json.loads(json.dumps({"task": cfg.task.name, "seed": cfg.seed, "budget": _budget_record(cfg.budget),
                                     "steps_per_run": cfg.steps_per_run}))
     path = cfg.work_dir / "config.json"
     if path.is_file():

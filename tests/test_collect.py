@@ -12,6 +12,7 @@ import pytest
 import bench  # noqa: F401  (compat patches first)
 from bench.collect import CollectConfig, collect, get_budget, select_episodes
 from bench.data import ASSET_DIR, load_dataset
+from bench.collect import _budget_record
 from bench.errors import BadInput
 from bench.tasks import get_task
 
@@ -267,3 +268,19 @@ def test_every_rolled_out_episode_replays_from_a_fresh_simulator(tmp_path: Path)
             obs = env.step(chunk["actions"][s + t].astype(np.float64))[0]
             np.testing.assert_allclose(obs, chunk["next_observations"][s + t], rtol=0, atol=1e-5)
         env.close()
+
+
+def test_trpo_lagrangian_behaviour_policies_build_a_file(tmp_path: Path) -> None:
+    """The development family's second learner (fsrl's TRPOLagAgent) trains, snapshots, rolls out
+    and writes a loadable file whose card names it; the default learner stays out of the records."""
+    budget = replace(get_budget("smoke"), agent="trpo-lag", noise_stds=(0.0,), episodes_per_rollout=2)
+    cfg = _config(tmp_path, budget=budget, episodes=3)
+    result = collect(cfg)
+    assert result.card["budget"]["agent"] == "trpo-lag"
+    saved = json.loads((cfg.work_dir / "config.json").read_text())
+    assert saved["budget"]["agent"] == "trpo-lag"
+    from bench.data import load_dataset
+
+    assert load_dataset(result.path, TASK).num_episodes == 3
+    for name in ("smoke", "quick", "paper"):  # cards and work dirs of earlier collections still match
+        assert "agent" not in _budget_record(get_budget(name))

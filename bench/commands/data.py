@@ -62,7 +62,7 @@ def collect_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of training, rollouts and filtering."),
     workers: int = typer.Option(1, "--workers", help="Processes for training runs and rollouts (one core each)."),
     dataset_dir: Optional[Path] = typer.Option(None, "--dataset-dir", help="Output directory (default: $DSRL_DATASET_DIR, else ~/.dsrl/datasets)."),
-    profile: str = typer.Option("quick", "--profile", help="Budget: smoke (seconds), quick (minutes for a Bullet task), paper (DSRL-like), paper-run (BallRun's recipe), lite, mini."),
+    profile: str = typer.Option("quick", "--profile", help="Budget: smoke (seconds), quick (minutes for a Bullet task), paper (DSRL-like), paper-run (BallRun's recipe), lite, mini; dev-unsafe, dev-noisy, dev-trpo: development-family recipes (docs/presa.md)."),
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Override the env steps per behaviour policy."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="End with the discrimination probe (minutes; see `data probe`)."),
     probe_config: Optional[Path] = typer.Option(None, "--probe-config", help="Probe settings YAML (default bench/assets/probe.yaml)."),
