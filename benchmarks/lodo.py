@@ -61,7 +61,9 @@ def sweep_config(candidates: dict, name: str) -> dict:
     return {**base, "algorithms": ["presa"], "overrides": {"presa": {**candidates["base"], **candidates["candidates"][name]}}}
 
 
-def run(family: Path, candidates_path: Path, results: Path, workers: int, data_dir: Path | None) -> int:
+def run(family: Path, candidates_path: Path, results: Path, workers: int, data_dir: Path | None, only: list[str] | None = None) -> int:
+    """Every (candidate or baseline, dataset) store, candidate by candidate (so a partial run has
+    whole candidates); ``only`` limits it to some names."""
     directory, datasets = load_family(family, data_dir)
     candidates = yaml.safe_load(candidates_path.read_text())
     missing = [d for d in datasets if not (directory / d["name"]).is_dir()]
@@ -70,9 +72,13 @@ def run(family: Path, candidates_path: Path, results: Path, workers: int, data_d
             print(f"missing development dataset {entry['name']}: {collect_command(entry, directory)}", file=sys.stderr)
         return 2
     names = [*candidates["candidates"], BASELINE]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        print(f"unknown candidate(s) {', '.join(unknown)}: choose from {', '.join(names)}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
-        for entry in datasets:
-            for name in names:
+        for name in [n for n in names if not only or n in only]:
+            for entry in datasets:
                 config = Path(tmp) / f"{name}.yaml"
                 config.write_text(yaml.safe_dump(sweep_config(candidates, name)))
                 command = [sys.executable, "-m", "bench.cli", "sweep", "--config", str(config), "--tasks", entry["task"],
@@ -167,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "lodo")
     parser.add_argument("--out", type=Path, help="where table writes lodo.md / lodo.csv (default RESULTS/report)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", help="run: only these candidates (comma-separated; bc-safe is the baseline)")
     args = parser.parse_args(argv)
     directory, datasets = load_family(args.family, args.data_dir)
     if args.action == "plan":
@@ -175,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{entry['name']} ({state}): {collect_command(entry, directory)}")
         return 0
     if args.action == "run":
-        return run(args.family, args.candidates, args.results, args.workers, args.data_dir)
+        only = [n for n in args.only.split(",") if n] if args.only else None
+        return run(args.family, args.candidates, args.results, args.workers, args.data_dir, only)
     order = list(yaml.safe_load(args.candidates.read_text())["candidates"])
     cells = load_cells(args.results, datasets)
     if cells.empty:
