@@ -179,7 +179,9 @@ def resolve(spec: CellSpec) -> ResolvedCell:
                 raise BadInput(f"labels file {labels} does not exist")
             labels_hash = store.file_hash(labels)
         feedback_settings, settings_config = _feedback_settings(feedback_kwargs)
-        feedback_config = {"num_queries": num_queries, "labels_hash": labels_hash, "settings": settings_config}
+        from bench.feedback import SPLIT_BY
+
+        feedback_config = {"num_queries": num_queries, "labels_hash": labels_hash, "settings": settings_config, "split": SPLIT_BY}
         tag = _feedback_tag(spec, num_queries, labels_hash, feedback_kwargs)
     else:
         tag = "none"

@@ -37,7 +37,7 @@ TINY_VAE = {"rl.vae_hidden_sizes": 32}
 
 @pytest.fixture(scope="module")
 def feedback(sim_dataset: Dataset) -> FeedbackView:
-    return make_feedback(sim_dataset, THRESHOLD, seed=0, settings=FeedbackSettings(num_queries=400)).view()
+    return make_feedback(sim_dataset, THRESHOLD, seed=0, settings=FeedbackSettings(num_queries=2000)).view()
 
 
 def spec_for(ds: Dataset, tmp: Path | None, vae: bool = True, threshold: float = THRESHOLD, **overrides: Any) -> TrainSpec:
@@ -47,14 +47,11 @@ def spec_for(ds: Dataset, tmp: Path | None, vae: bool = True, threshold: float =
 
 
 def held_out_indices(feedback: FeedbackView, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which pairs / labels FeedbackView.split holds out: split a view whose entries are their own indices."""
+    """Which pairs / labels FeedbackView.split holds out: split the view with each label replaced by its index."""
     p, s = feedback.num_pairs, feedback.num_safety_labels
-    index_view = FeedbackView(
-        segment_length=feedback.segment_length, pair_episode=np.repeat(np.arange(p)[:, None], 2, 1),
-        pair_start=np.zeros((p, 2), np.int64), pair_label=np.zeros(p, np.float32),
-        safety_episode=np.arange(s), safety_start=np.zeros(s, np.int64), safety_label=np.zeros(s, np.float32))
+    index_view = replace(feedback, pair_label=np.arange(p, dtype=np.float32), safety_label=np.arange(s, dtype=np.float32))
     _, held = index_view.split(fraction, seed)
-    return held.pair_episode[:, 0], held.safety_episode
+    return held.pair_label.astype(np.int64), held.safety_label.astype(np.int64)
 
 
 def test_preference_loss_by_hand_and_sign() -> None:
@@ -85,7 +82,7 @@ def test_cost_model_learns_a_threshold_it_is_never_told(sim_dataset: Dataset, hi
     call every segment safe if it calibrated at kappa H / T): the learned budget separates held-out
     safe and unsafe segments, and the derived episode limit b T / H separates the relabelled episodes
     the way the hidden kappa separates the true ones."""
-    fb = make_feedback(sim_dataset, hidden_threshold, seed=0, settings=FeedbackSettings(num_queries=400)).view()
+    fb = make_feedback(sim_dataset, hidden_threshold, seed=0, settings=FeedbackSettings(num_queries=2000)).view()
     assert 0.3 < fb.safety_label.mean() < 0.7  # both classes: accuracy is not the majority share
     spec = spec_for(sim_dataset, None, threshold=999.0)
     stage1 = SafeRLHF().stage_one(spec, TrainInputs(data=sim_dataset.learner_view(), feedback=fb))
@@ -127,7 +124,7 @@ def test_trains_on_the_shared_split_and_scores_on_its_held_out_part(sim_dataset:
         assert torch.equal(ta, tb)
     for ta, tb in zip(a.reward_model.net.state_dict().values(), b.reward_model.net.state_dict().values()):
         assert torch.equal(ta, tb)
-    assert a.info["held_out_pairs"] == len(pairs) == 40 and a.info["held_out_labels"] == len(labels) == 40
+    assert a.info["held_out_pairs"] == len(pairs) > 0 and a.info["held_out_labels"] == len(labels) > 0
     assert a.info["feedback_split"] == {"holdout_fraction": 0.1, "seed": spec.seed}
     assert b.info["cost_model_accuracy"] == pytest.approx(1.0 - a.info["cost_model_accuracy"])
     assert b.info["reward_model_accuracy"] == pytest.approx(1.0 - a.info["reward_model_accuracy"])
@@ -161,7 +158,8 @@ def test_end_to_end_learns_from_feedback_only(sim_dataset: Dataset, feedback: Fe
     inputs = TrainInputs(data=sim_dataset.learner_view(), feedback=feedback, dataset=None)
     out = training.train(SafeRLHF, spec_for(sim_dataset, tmp_path), inputs)
     info = out.info
-    assert info["held_out_pairs"] == 40 and info["held_out_labels"] == 40
+    pairs, labels = held_out_indices(feedback, 0.1, 1)
+    assert info["held_out_pairs"] == len(pairs) > 0 and info["held_out_labels"] == len(labels) > 0
     assert info["reward_model_accuracy"] > 0.75 and info["cost_model_accuracy"] > 0.75
     # stage 2 gets the learned limit b T / H, not the run's threshold
     assert limits == [pytest.approx(info["segment_cost_budget"] * 100 / feedback.segment_length)]

@@ -503,28 +503,51 @@ def test_cli_bad_label_file_exits_2_with_one_line(sim_dataset_path, tmp_path, ca
     assert "feedback import" in capsys.readouterr().err
 
 
-def test_feedback_split_is_a_seeded_partition():
+def test_feedback_split_is_a_seeded_partition_of_episodes():
     from bench.feedback import FeedbackView
 
     rng = np.random.default_rng(3)
     view = FeedbackView(
         segment_length=5,
-        pair_episode=rng.integers(0, 9, (50, 2)), pair_start=rng.integers(0, 9, (50, 2)),
+        pair_episode=rng.integers(0, 40, (50, 2)), pair_start=rng.integers(0, 9, (50, 2)),
         pair_label=rng.integers(0, 2, 50).astype(np.float32),
         safety_episode=np.arange(40), safety_start=np.zeros(40, np.int64),
         safety_label=rng.integers(0, 2, 40).astype(np.float32),
     )
     train, held = view.split(0.1, seed=7)
-    assert (train.num_pairs, held.num_pairs) == (45, 5)
-    assert (train.num_safety_labels, held.num_safety_labels) == (36, 4)
-    # a partition: every labelled segment lands in exactly one part
+    held_episodes = set(held.safety_episode.tolist()) | set(held.pair_episode.ravel().tolist())
+    train_episodes = set(train.safety_episode.tolist()) | set(train.pair_episode.ravel().tolist())
+    assert held_episodes and not held_episodes & train_episodes
+    # every safety label lands in exactly one part; a pair is dropped only when it straddles the parts
     assert sorted(np.concatenate([train.safety_episode, held.safety_episode]).tolist()) == list(range(40))
+    dropped = train.provenance["split"]["dropped_pairs"]
+    straddling = np.isin(view.pair_episode, held.safety_episode).sum(axis=1) == 1
+    assert dropped == int(straddling.sum()) == view.num_pairs - train.num_pairs - held.num_pairs
     again_train, again_held = view.split(0.1, seed=7)
     assert np.array_equal(held.safety_episode, again_held.safety_episode)
     other_train, other_held = view.split(0.1, seed=8)
     assert not np.array_equal(held.safety_episode, other_held.safety_episode)
     nothing_train, nothing_held = view.split(0.0, seed=7)
-    assert nothing_held.num_pairs == 0 and nothing_train.num_safety_labels == 40
+    assert nothing_held.num_pairs == 0 and nothing_train.num_safety_labels == 40 and nothing_train.num_pairs == 50
+
+
+def test_held_out_feedback_shares_no_step_with_training_feedback(sim_dataset):
+    """On a real dataset and the teacher's feedback, the steps of held-out segments (both segments of a
+    held-out pair; held-out safety labels) and of training segments are disjoint, and about the
+    configured share of the safety labels is held out."""
+    view = make_feedback(sim_dataset, 20.0, seed=0, settings=FeedbackSettings(num_queries=2000)).view()
+    h = view.segment_length
+
+    def steps(part: FeedbackView) -> set[int]:
+        pairs = sim_dataset.segment_indices(part.pair_episode.ravel(), part.pair_start.ravel(), h)
+        labels = sim_dataset.segment_indices(part.safety_episode, part.safety_start, h)
+        return set(np.concatenate([pairs.ravel(), labels.ravel()]).tolist())
+
+    for seed in (0, 1, 2):
+        train, held = view.split(0.1, seed)
+        assert held.num_safety_labels and held.num_pairs and train.num_pairs
+        assert not steps(held) & steps(train)
+        assert 0.05 <= held.num_safety_labels / view.num_safety_labels <= 0.15
 
 
 def test_the_feedback_package_imports_one_way():

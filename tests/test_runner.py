@@ -157,6 +157,14 @@ def test_feedback_learner_gets_feedback_view_not_ground_truth(sim_dataset_path, 
         resolve(spec(sim_dataset_path, algorithm="linear-bc-fb", overrides=(("feedback.nope", 1),)))
 
 
+def test_the_feedback_split_enters_the_config_hash(sim_dataset_path):
+    """Runs trained on the earlier split of segments must not be taken for runs on the split by episode."""
+    from bench.feedback import SPLIT_BY
+
+    cell = resolve(spec(sim_dataset_path, algorithm="linear-bc-fb", num_queries=7))
+    assert cell.config["feedback"]["split"] == SPLIT_BY == "episode"
+
+
 def test_defaults_middle_threshold_and_bad_inputs(sim_dataset_path):
     cell = resolve(CellSpec(task="BallRun", algorithm="linear-bc", dataset=str(sim_dataset_path)))
     assert cell.threshold == 20.0 and cell.profile.name == "quick"

@@ -47,7 +47,7 @@ from bench.feedback.settings import FeedbackSettings
 from bench.feedback.teacher import noisy_preference_labels, preference_labels, reward_margin, safety_budget, safety_labels
 from bench.feedback.segments import sample_pairs, sample_segments
 from bench.feedback.provenance import dataset_hash
-from bench.feedback.containers import FeedbackSet, FeedbackView
+from bench.feedback.containers import SPLIT_BY, FeedbackSet, FeedbackView
 from bench.feedback.agreement import annotator_agreement, cohen_kappa
 from bench.feedback.synthetic import make_feedback, sample_queries
 from bench.feedback.labels import import_labels, validate_labels
@@ -62,6 +62,7 @@ __all__ = [
     "PREFERENCE",
     "PROVENANCE_KEY",
     "SAFETY",
+    "SPLIT_BY",
     "TRUTH_COLUMNS",
     "FeedbackSet",
     "FeedbackSettings",

@@ -18,6 +18,10 @@ from bench.feedback.teacher import preference_labels, safety_labels
 if TYPE_CHECKING:
     import pandas as pd
 
+#: How `FeedbackView.split` holds feedback out; part of every feedback-using run's config (bench.runner),
+#: so runs trained on the earlier split of segments are not taken for runs on this one.
+SPLIT_BY = "episode"
+
 
 @dataclass(frozen=True)
 class FeedbackView:
@@ -47,35 +51,48 @@ class FeedbackView:
         return len(self.safety_label)
 
     def split(self, holdout_fraction: float, seed: int) -> tuple["FeedbackView", "FeedbackView"]:
-        """(train, held-out): a seeded random ``holdout_fraction`` of the pairs and, separately, of
-        the safety labels is held out. Learners that report held-out accuracies (PreSa's held-out
+        """(train, held-out), split by EPISODE so that no step of a held-out segment lies in any
+        training segment (segments never cross an episode end): a seeded random set of the labelled
+        episodes, holding about ``holdout_fraction`` of the labelled segments, is held out. A safety
+        label goes with its segment's episode; a pair is held out when both its segments lie in
+        held-out episodes, trains when neither does, and is dropped when it straddles the two (a
+        split of segments leaked: held-out segments overlapped training ones almost entirely).
+        Held-out pairs are therefore fewer than ``holdout_fraction`` of the pairs (about its square
+        under uniform pair sampling). Learners that report held-out accuracies (PreSa's held-out
         safety score, Safe-RLHF's reward/cost models) call this with the same fraction and the cell's
         seed, so they train on exactly the same feedback. A fraction of 0 holds nothing out."""
         if not 0.0 <= holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
         rng = np.random.default_rng([int(seed), 0x5A1E])
+        episodes, weight = np.unique(np.concatenate([self.pair_episode.ravel(), self.safety_episode]), return_counts=True)
+        order = rng.permutation(len(episodes))
+        covered = np.concatenate([[0], np.cumsum(weight[order])])
+        # the prefix of the shuffled episodes whose labelled segments come closest to the fraction,
+        # always leaving one episode to train on
+        count = int(np.argmin(np.abs(covered[: max(len(episodes), 1)] - holdout_fraction * covered[-1])))
+        held_episodes = episodes[order[:count]]
+        pair_held = np.isin(self.pair_episode, held_episodes)
+        pairs = {"train": np.flatnonzero(~pair_held.any(axis=1)), "held-out": np.flatnonzero(pair_held.all(axis=1))}
+        label_held = np.isin(self.safety_episode, held_episodes)
+        labels = {"train": np.flatnonzero(~label_held), "held-out": np.flatnonzero(label_held)}
+        detail = {
+            "holdout_fraction": holdout_fraction, "seed": int(seed), "by": SPLIT_BY, "held_out_episodes": count,
+            "dropped_pairs": int(self.num_pairs - len(pairs["train"]) - len(pairs["held-out"])),
+        }
 
-        def parts(n: int) -> tuple[np.ndarray, np.ndarray]:
-            held = int(round(holdout_fraction * n)) if n > 1 else 0
-            order = rng.permutation(n)
-            return np.sort(order[held:]), np.sort(order[:held])
-
-        pair_train, pair_held = parts(self.num_pairs)
-        safety_train, safety_held = parts(self.num_safety_labels)
-
-        def view(pairs: np.ndarray, labels: np.ndarray, part: str) -> "FeedbackView":
+        def view(part: str) -> "FeedbackView":
             return FeedbackView(
                 segment_length=self.segment_length,
-                pair_episode=self.pair_episode[pairs],
-                pair_start=self.pair_start[pairs],
-                pair_label=self.pair_label[pairs],
-                safety_episode=self.safety_episode[labels],
-                safety_start=self.safety_start[labels],
-                safety_label=self.safety_label[labels],
-                provenance={**self.provenance, "split": {"part": part, "holdout_fraction": holdout_fraction, "seed": int(seed)}},
+                pair_episode=self.pair_episode[pairs[part]],
+                pair_start=self.pair_start[pairs[part]],
+                pair_label=self.pair_label[pairs[part]],
+                safety_episode=self.safety_episode[labels[part]],
+                safety_start=self.safety_start[labels[part]],
+                safety_label=self.safety_label[labels[part]],
+                provenance={**self.provenance, "split": {"part": part, **detail}},
             )
 
-        return view(pair_train, safety_train, "train"), view(pair_held, safety_held, "held-out")
+        return view("train"), view("held-out")
 
 
 @dataclass(frozen=True)
