@@ -15,9 +15,11 @@ Conventions (DSRL, TraC, FISOR tables; see docs/harness.md):
 Budgets come from each cell's record: its steps, the batch it trained with (``info.batch_size``
 or its config at the budget's batch key), the protocol's planned steps and the published budget
 that the sweep stored (``config.budget``); configs/budgets.yaml fills in records without one.
-Aggregates (bench.stats, rliable's definitions) use a runs x tasks matrix whose runs are the cells
-(threshold, seed) of a task: IQM of reward and cost, the share of safe runs, the reward among safe
-runs, and the probability of improvement of a reference method (``--reference``, default presa).
+Aggregates (bench.stats, rliable's definitions) use strata (task, threshold) whose runs are the
+seeds: IQM of reward and cost, the share of safe runs, the reward among safe runs, and the
+probability of improvement of a reference method (``--reference``, default presa) over runs matched
+by (task, threshold, seed). Below stats.MIN_SEEDS seeds per stratum no interval, probability of
+improvement or best method is given; every table shows n (seeds).
 """
 
 from __future__ import annotations
@@ -293,6 +295,8 @@ class Entry:
     best: bool = False
     budget: BudgetSummary | None = None
     runs: int = 0
+    #: n: the fewest seeds of any threshold of the entry's task(s) (`seeds_per_cell`).
+    seeds: int = 0
 
 
 @dataclass
@@ -340,9 +344,16 @@ def table_header(group: Group | None, checkpoint: str = "final") -> str:
     )
 
 
+def seeds_per_cell(sub) -> int:  # type: ignore[no-untyped-def]
+    """The fewest seeds of any (task, threshold) cell among a method's cells ``sub``."""
+    return int(sub.groupby(["task", "threshold"])["seed"].nunique().min()) if len(sub) else 0
+
+
 def _mark_best(row: Row) -> None:
+    """Highlight the safe entry with the highest reward, unless some entry of the row rests on fewer
+    than stats.MIN_SEEDS seeds per threshold (then the row names no best method)."""
     safe = [e for e in row.entries.values() if e.safe]
-    if safe:
+    if safe and min(e.seeds for e in row.entries.values()) >= stats.MIN_SEEDS:
         top = max(e.reward for e in safe)
         for e in safe:
             e.best = bool(np.isclose(e.reward, top))
@@ -350,7 +361,7 @@ def _mark_best(row: Row) -> None:
 
 def _entry(sub) -> Entry:  # type: ignore[no-untyped-def]
     r, c = float(sub["normalized_reward"].mean()), float(sub["normalized_cost"].mean())
-    return Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub))
+    return Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub), seeds=seeds_per_cell(sub))
 
 
 def comparison_table(cells, reference: str | None = None, group: Group | None = None, checkpoint: str = "final") -> ComparisonTable:  # type: ignore[no-untyped-def]
@@ -391,7 +402,8 @@ def comparison_table(cells, reference: str | None = None, group: Group | None = 
                 r = float(np.mean([e.reward for e in per_task]))
                 c = float(np.mean([e.cost for e in per_task]))
                 sub = cells[(cells["task"].isin(averaged)) & (cells["algorithm"] == method)]
-                average.entries[method] = Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub))
+                average.entries[method] = Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub),
+                                                seeds=seeds_per_cell(sub))
         _mark_best(average)
         rows.append(average)
     table = ComparisonTable(methods, rows, group, checkpoint, common, left_out)
@@ -399,11 +411,27 @@ def comparison_table(cells, reference: str | None = None, group: Group | None = 
     return table
 
 
+#: Profiles whose tables check that the pipeline runs, not how methods compare.
+PLUMBING_PROFILES = ("smoke",)
+
+
+def few_seeds(table: ComparisonTable) -> bool:
+    """Whether some entry rests on fewer than stats.MIN_SEEDS seeds per threshold."""
+    return any(e.seeds < stats.MIN_SEEDS for r in table.rows for e in r.entries.values())
+
+
 def footnotes(cells, table: ComparisonTable) -> list[str]:  # type: ignore[no-untyped-def]
-    notes = [
+    notes = []
+    if table.group is not None and table.group.profile in PLUMBING_PROFILES:
+        notes.append(f"PLUMBING CHECK ONLY: profile {table.group.profile} trains at tiny budgets to check that the "
+                     "pipeline runs; its numbers say nothing about the methods.")
+    notes.append("n = seeds per (task, threshold) cell (the fewest of the entry's cells)."
+                 + (f" n < {stats.MIN_SEEDS} seeds: no intervals, probabilities of improvement or best method are given."
+                    if few_seeds(table) else ""))
+    notes.append(
         "Budget = gradient steps × batch (per step) that the run trained with; (x%) = its share of the method's "
         "published steps × batch; " + CAP_MARK + " = cut by a CPU cap (below)."
-    ]
+    )
     if table.left_out:
         missing = "; ".join(f"{t} (missing: {', '.join(ms)})" for t, ms in table.left_out.items())
         notes.append(f"Averages are over the {len(table.common_tasks)} task(s) every method has; left out: {missing}.")
@@ -430,7 +458,8 @@ def rich_table(table: ComparisonTable, title: str | None = None):  # type: ignor
 
     out = Table(
         title=title or "Normalized reward / cost and budget",
-        caption="reward / cost (normalized; cost <= 1 is safe); 2nd line: steps×batch (share of the published budget)"
+        caption="reward / cost (normalized; cost <= 1 is safe), n = seeds per threshold; 2nd line: steps×batch "
+        "(share of the published budget)"
         f"{CAP_MARK}=capped. bold = safe, gray = unsafe, blue = safe with the highest reward",
     )
     out.add_column("Task")
@@ -444,7 +473,7 @@ def rich_table(table: ComparisonTable, title: str | None = None):  # type: ignor
                 cells.append("[grey50]missing[/]")
                 continue
             style = "bold blue" if e.best else ("bold" if e.safe else "grey50")
-            cells.append(f"[{style}]{e.reward:.2f} / {e.cost:.2f}[/]\n[dim]{e.budget.text() if e.budget else ''}[/]")
+            cells.append(f"[{style}]{e.reward:.2f} / {e.cost:.2f}[/] [dim]n={e.seeds}[/]\n[dim]{e.budget.text() if e.budget else ''}[/]")
         label = f"[bold]{row.label}[/]" if row.is_average else row.label
         out.add_row(label, *cells, end_section=row.is_average)
     return out
@@ -458,17 +487,17 @@ def markdown_table(table: ComparisonTable) -> str:
             return f"**{value}**"
         return f'<span style="color:gray">{value}</span>'
 
-    header = "| Task | " + " | ".join(f"{m} reward ↑ | {m} cost ↓ | {m} budget" for m in table.methods) + " |"
-    lines = [f"**{table.header()}**", "", header, "|---|" + "---:|---:|---:|" * len(table.methods)]
+    header = "| Task | " + " | ".join(f"{m} reward ↑ | {m} cost ↓ | {m} n | {m} budget" for m in table.methods) + " |"
+    lines = [f"**{table.header()}**", "", header, "|---|" + "---:|---:|---:|---:|" * len(table.methods)]
     for row in table.rows:
         label = f"**{row.label}**" if row.is_average else row.label
         cells = []
         for method in table.methods:
             e = row.entries.get(method)
             if e is None:
-                cells += ["missing", "missing", "-"]
+                cells += ["missing", "missing", "-", "-"]
             else:
-                cells += [fmt(e, f"{e.reward:.2f}"), fmt(e, f"{e.cost:.2f}"), e.budget.text() if e.budget else "-"]
+                cells += [fmt(e, f"{e.reward:.2f}"), fmt(e, f"{e.cost:.2f}"), str(e.seeds), e.budget.text() if e.budget else "-"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
@@ -502,11 +531,11 @@ def latex_table(table: ComparisonTable) -> str:
         "% Normalized reward and cost (averaged over thresholds, seeds, episodes); bold = safe (cost <= 1),",
         "% gray = unsafe, blue = safe with the highest reward. Needs \\usepackage{booktabs,xcolor}.",
         *[f"% {note}" for note in table.footnotes],
-        r"\begin{tabular}{l" + "ccc" * n + "}",
+        r"\begin{tabular}{l" + "cccc" * n + "}",
         r"\toprule",
-        " & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{_latex_escape(m)}}}" for m in table.methods) + r" \\",
-        " ".join(rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(n)),
-        "Task & " + " & ".join(r"Reward $\uparrow$ & Cost $\downarrow$ & Budget" for _ in table.methods) + r" \\",
+        " & " + " & ".join(rf"\multicolumn{{4}}{{c}}{{{_latex_escape(m)}}}" for m in table.methods) + r" \\",
+        " ".join(rf"\cmidrule(lr){{{2 + 4 * i}-{5 + 4 * i}}}" for i in range(n)),
+        "Task & " + " & ".join(r"Reward $\uparrow$ & Cost $\downarrow$ & $n$ & Budget" for _ in table.methods) + r" \\",
         r"\midrule",
     ]
     for row in table.rows:
@@ -514,9 +543,10 @@ def latex_table(table: ComparisonTable) -> str:
         for method in table.methods:
             e = row.entries.get(method)
             if e is None:
-                cells += ["--", "--", "--"]
+                cells += ["--", "--", "--", "--"]
             else:
-                cells += [fmt(e, e.reward), fmt(e, e.cost), rf"\scriptsize {_latex_escape(e.budget.text())}" if e.budget else "--"]
+                cells += [fmt(e, e.reward), fmt(e, e.cost), str(e.seeds),
+                          rf"\scriptsize {_latex_escape(e.budget.text())}" if e.budget else "--"]
         label = rf"\textbf{{{_latex_escape(row.label)}}}" if row.is_average else _latex_escape(row.label)
         lines.append(f"{label} & " + " & ".join(cells) + r" \\")
         if row.is_average:
@@ -528,47 +558,84 @@ def latex_table(table: ComparisonTable) -> str:
 
 
 # --------------------------------------------------------------------------------- aggregates
-def score_columns(cells, method: str, value: str, tasks: list[str]) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
-    """Per-task arrays of a method's per-cell scores (the runs x tasks matrix, possibly ragged),
-    each in (threshold, seed) order so that aligned score sets share runs."""
-    sub = cells[cells["algorithm"] == method].sort_values(["threshold", "seed"])
-    return [sub.loc[sub["task"] == t, value].to_numpy(float) for t in tasks]
+Stratum = tuple[str, float]
+
+
+def common_strata(cells, methods: list[str]) -> list[Stratum]:  # type: ignore[no-untyped-def]
+    """The (task, threshold) strata every method has, sorted: a run is only ever compared or
+    resampled within its task AND threshold."""
+    have = [set(zip(cells.loc[cells["algorithm"] == m, "task"], cells.loc[cells["algorithm"] == m, "threshold"].astype(float)))
+            for m in methods]
+    return sorted(set.intersection(*have)) if have else []
+
+
+def score_columns(cells, method: str, value: str, strata: list[Stratum]) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    """Per-(task, threshold) arrays of a method's per-cell scores, each in seed order."""
+    sub = cells[cells["algorithm"] == method].sort_values("seed")
+    return [sub.loc[(sub["task"] == t) & np.isclose(sub["threshold"].astype(float), k), value].to_numpy(float) for t, k in strata]
+
+
+def matched_columns(cells, x: str, y: str, value: str, strata: list[Stratum]) -> tuple[list[np.ndarray], list[np.ndarray]]:  # type: ignore[no-untyped-def]
+    """Per stratum, the scores of x's and y's runs that share task, threshold AND seed (matched
+    pairs, aligned); runs without a partner are left out."""
+    xs, ys = [], []
+    for task, threshold in strata:
+        at = cells[(cells["task"] == task) & np.isclose(cells["threshold"].astype(float), threshold)]
+        pair = at[at["algorithm"] == x][["seed", value]].merge(at[at["algorithm"] == y][["seed", value]], on="seed").sort_values("seed")
+        xs.append(pair[f"{value}_x"].to_numpy(float))
+        ys.append(pair[f"{value}_y"].to_numpy(float))
+    return xs, ys
+
+
+def _fewest(columns: list[np.ndarray]) -> int:
+    return min((len(c) for c in columns), default=0)
 
 
 def aggregates(cells, reference: str | None = None, reps: int = stats.DEFAULT_REPS, seed: int = 0):  # type: ignore[no-untyped-def]
-    """Per method, over the tasks every method has (runs = (threshold, seed) cells):
+    """Per method, over the (task, threshold) strata every method has (runs = seeds):
     IQM of normalized reward and cost, share of safe runs, mean reward among safe runs (each with a
-    95% stratified-bootstrap CI), and the reference's probability of improvement over each other
-    method on reward (higher) and cost (lower). ``reference`` None = presa when it is in the table."""
+    95% stratified-bootstrap CI, resampling seeds within each stratum), and the reference's
+    probability of improvement over each other method on reward (higher) and cost (lower), over
+    runs matched by (task, threshold, seed). ``seeds`` = the fewest seeds of any stratum; below
+    stats.MIN_SEEDS the row has point estimates only: no interval and no probability of improvement.
+    ``reference`` None = presa when it is in the table. Returns (frame, the strata's tasks)."""
     import pandas as pd
 
     methods = method_order(cells["algorithm"], reference)
     ref = reference if reference is not None else DEFAULT_REFERENCE
-    tasks = sorted(set.intersection(*(set(cells.loc[cells["algorithm"] == m, "task"]) for m in methods)))
+    strata = common_strata(cells, methods)
+    tasks = sorted({t for t, _ in strata})
     rows: list[dict[str, Any]] = []
-    if not tasks:
+    if not strata:
         return pd.DataFrame(rows), tasks
     has_ref = ref in methods
     for method in methods:
-        rewards = score_columns(cells, method, "normalized_reward", tasks)
-        costs = score_columns(cells, method, "normalized_cost", tasks)
-        row: dict[str, Any] = {"method": method, "tasks": len(tasks), "runs": int(sum(len(c) for c in rewards))}
+        rewards = score_columns(cells, method, "normalized_reward", strata)
+        costs = score_columns(cells, method, "normalized_cost", strata)
+        seeds = _fewest(rewards)
+        row: dict[str, Any] = {"method": method, "tasks": len(tasks), "strata": len(strata), "seeds": seeds,
+                               "runs": int(sum(len(c) for c in rewards))}
 
-        def put(name: str, interval: stats.Interval) -> None:
-            row.update({name: interval.point, f"{name}_low": interval.low, f"{name}_high": interval.high})
+        def put(name: str, interval: stats.Interval, n: int) -> None:
+            enough = n >= stats.MIN_SEEDS
+            row.update({name: interval.point, f"{name}_low": interval.low if enough else np.nan,
+                        f"{name}_high": interval.high if enough else np.nan})
 
-        put("iqm_reward", stats.stratified_bootstrap_ci(rewards, "iqm", reps=reps, seed=seed))
-        put("iqm_cost", stats.stratified_bootstrap_ci(costs, "iqm", reps=reps, seed=seed))
-        put("safe_share", stats.safe_share_ci(costs, SAFE_LIMIT, reps=reps, seed=seed))
-        put("reward_if_safe", stats.reward_among_safe_ci(rewards, costs, SAFE_LIMIT, reps=reps, seed=seed))
+        put("iqm_reward", stats.stratified_bootstrap_ci(rewards, "iqm", reps=reps, seed=seed), seeds)
+        put("iqm_cost", stats.stratified_bootstrap_ci(costs, "iqm", reps=reps, seed=seed), seeds)
+        put("safe_share", stats.safe_share_ci(costs, SAFE_LIMIT, reps=reps, seed=seed), seeds)
+        put("reward_if_safe", stats.reward_among_safe_ci(rewards, costs, SAFE_LIMIT, reps=reps, seed=seed), seeds)
         if has_ref:
             row["reference"] = ref
             if method != ref:
-                ref_r = score_columns(cells, ref, "normalized_reward", tasks)
-                ref_c = score_columns(cells, ref, "normalized_cost", tasks)
-                put("p_ref_higher_reward", stats.probability_of_improvement_ci(ref_r, rewards, reps, seed=seed))
-                # lower cost is better: P(ref's cost < method's) = P(-cost_ref > -cost_method)
-                put("p_ref_lower_cost", stats.probability_of_improvement_ci([-c for c in ref_c], [-c for c in costs], reps, seed=seed))
+                for name, value, sign in (("p_ref_higher_reward", "normalized_reward", 1.0), ("p_ref_lower_cost", "normalized_cost", -1.0)):
+                    # lower cost is better: P(ref's cost < method's) = P(-cost_ref > -cost_method)
+                    xs, ys = matched_columns(cells, ref, method, value, strata)
+                    matched = _fewest(xs)
+                    if matched >= stats.MIN_SEEDS:
+                        put(name, stats.paired_probability_of_improvement_ci([sign * x for x in xs], [sign * y for y in ys], reps, seed=seed), matched)
+                    else:
+                        row.update({name: np.nan, f"{name}_low": np.nan, f"{name}_high": np.nan})
         rows.append(row)
     return pd.DataFrame(rows), tasks
 
@@ -587,7 +654,13 @@ def summary_text(table: ComparisonTable) -> str:
         )
     for row in (r for r in table.rows if r.is_average):
         winners = [m for m, e in row.entries.items() if e.best]
-        lines.append(f"{row.label}: " + (f"best safe method {', '.join(winners)}" if winners else "no method is safe on average"))
+        if winners:
+            verdict = f"best safe method {', '.join(winners)}"
+        elif row.entries and min(e.seeds for e in row.entries.values()) < stats.MIN_SEEDS:
+            verdict = f"no best method named: n < {stats.MIN_SEEDS} seeds per threshold"
+        else:
+            verdict = "no method is safe on average"
+        lines.append(f"{row.label}: {verdict}")
     return "\n".join(lines) + "\n"
 
 
@@ -749,9 +822,10 @@ def plot_performance_profiles(cells, out_dir: Path, tasks: list[str], reference:
     r_taus = np.linspace(min(0.0, sub["normalized_reward"].min()), max(1.0, sub["normalized_reward"].max()), 81)
     c_taus = np.linspace(0.0, max(2.0, float(np.nanpercentile(sub["normalized_cost"], 95))), 81)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    strata = common_strata(sub, methods)
     for method in methods:
-        rewards = score_columns(cells, method, "normalized_reward", tasks)
-        costs = score_columns(cells, method, "normalized_cost", tasks)
+        rewards = score_columns(cells, method, "normalized_reward", strata)
+        costs = score_columns(cells, method, "normalized_cost", strata)
         p, lo, hi = stats.performance_profile_ci(rewards, r_taus, reps=reps, seed=seed)
         axes[0].plot(r_taus, p, color=palette[method])
         axes[0].fill_between(r_taus, lo, hi, color=palette[method], alpha=0.15)

@@ -30,13 +30,17 @@ HAND = {
 }
 
 
-def hand_cells() -> pd.DataFrame:
+#: Per (threshold, seed): a spread over cells that averages out, the same for every method and task.
+JITTER = {(10.0, 0): 0.05, (10.0, 10): -0.05, (10.0, 20): 0.0, (20.0, 0): -0.05, (20.0, 10): 0.05, (20.0, 20): 0.0}
+
+
+def hand_cells(seeds: tuple[int, ...] = (0, 10, 20)) -> pd.DataFrame:
     rows = []
     for (task, suite, method), (r, c) in HAND.items():
         for threshold in (10.0, 20.0):
-            for seed in (0, 10):
+            for seed in seeds:
                 # the cell means are exact, with a spread over cells that averages out
-                jitter = 0.05 * (1 if (threshold, seed) in ((10.0, 0), (20.0, 10)) else -1)
+                jitter = JITTER[(threshold, seed)]
                 rows.append(dict(cell_id=f"{task}-{method}-{threshold}-{seed}", task=task, suite=suite, algorithm=method,
                                  threshold=threshold, seed=seed, normalized_reward=r + jitter, normalized_cost=c - jitter,
                                  **{"return": 0.0, "cost": 0.0}))
@@ -142,18 +146,69 @@ def test_aggregates_over_common_tasks_with_safety_and_reference():
     # safe runs (normalized cost <= 1): presa BallRun 0.75/0.85 (4 of 4), BallCircle 1.15/1.25 (0 of 4)
     assert by.loc["presa", "safe_share"] == pytest.approx(0.5)
     assert by.loc["presa", "reward_if_safe"] == pytest.approx(0.60)  # the BallRun runs only
-    # cdt: BallCircle 0.95 / 1.05 -> 2 of 4 safe; BallRun 1.45 / 1.55 -> none
-    assert by.loc["cdt", "safe_share"] == pytest.approx(2 / 8)
+    # cdt: BallCircle 0.95 / 1.00 / 1.05 -> 4 of 6 safe; BallRun 1.45 / 1.50 / 1.55 -> none
+    assert by.loc["cdt", "safe_share"] == pytest.approx(4 / 12)
     assert by.loc["cdt", "iqm_cost_low"] <= by.loc["cdt", "iqm_cost"] <= by.loc["cdt", "iqm_cost_high"]
     # any method can be the reference
     agg_b, _ = report.aggregates(hand_cells(), reference="bc-safe", reps=100)
     by_b = agg_b.set_index("method")
     assert agg_b["method"].iloc[0] == "bc-safe" and set(by_b["reference"]) == {"bc-safe"}
-    # cdt: BallRun all 16 pairs lower; BallCircle 0.85/0.95 vs 0.95/1.05: 12 to 14 of 16 (0.95 vs 0.95 in floats)
-    assert 0.5 + 12 / 32 - 1e-9 <= by_b.loc["cdt", "p_ref_lower_cost"] <= 0.5 + 14 / 32 + 1e-9
+    # matched by (task, threshold, seed), the shared jitter cancels: bc-safe's cost is lower in every pair
+    # (BallCircle 0.90 vs 1.00, BallRun 0.40 vs 1.50)
+    assert by_b.loc["cdt", "p_ref_lower_cost"] == pytest.approx(1.0)
     assert by_b.loc["presa", "p_ref_lower_cost"] == pytest.approx(1.0)
     assert np.isnan(by_b.loc["bc-safe", "p_ref_lower_cost"])
     assert not any(c.startswith("p_presa") for c in agg_b.columns)
+
+
+def test_probability_of_improvement_pairs_runs_by_task_threshold_and_seed():
+    """PreSa beats bc-safe in every matched (task, threshold, seed) pair by 0.01, while thresholds and
+    seeds move both by far more: pooling a task's cells would compare PreSa at k=10 with bc-safe at
+    k=20 and seed 0 with seed 2 and report about 0.5."""
+    rows = []
+    for threshold, level in ((10.0, 0.2), (20.0, 0.8)):
+        for seed in (0, 1, 2):
+            base = level + 0.05 * seed
+            for method, reward in (("presa", base + 0.01), ("bc-safe", base)):
+                rows.append(dict(cell_id=f"{method}-{threshold}-{seed}", task="BallRun", suite="bullet", algorithm=method,
+                                 threshold=threshold, seed=seed, normalized_reward=reward, normalized_cost=0.5,
+                                 **{"return": 0.0, "cost": 0.0}))
+    cells = pd.DataFrame(rows)
+    agg, _ = report.aggregates(cells, reps=200)
+    row = agg.set_index("method").loc["bc-safe"]
+    assert row["p_ref_higher_reward"] == pytest.approx(1.0) and row["p_ref_higher_reward_low"] == pytest.approx(1.0)
+    assert row["strata"] == 2 and row["seeds"] == 3
+    xs, ys = report.matched_columns(cells, "presa", "bc-safe", "normalized_reward", [("BallRun", 10.0), ("BallRun", 20.0)])
+    assert stats.paired_probability_of_improvement(xs, ys) == pytest.approx(1.0)
+    assert stats.probability_of_improvement([np.concatenate(xs)], [np.concatenate(ys)]) < 0.6  # what pooling said
+    # a run without a partner (seed 3 of presa only) is not compared
+    extra = pd.DataFrame([dict(rows[0], cell_id="presa-extra", seed=3, normalized_reward=-5.0)])
+    agg_extra, _ = report.aggregates(pd.concat([cells, extra], ignore_index=True), reps=50)
+    assert agg_extra.set_index("method").loc["bc-safe", "p_ref_higher_reward"] == pytest.approx(1.0)
+
+
+def test_below_three_seeds_no_interval_probability_or_best_and_the_table_says_why(tmp_path):
+    one = hand_cells(seeds=(0,))
+    agg, _ = report.aggregates(one, reps=100)
+    assert (agg["seeds"] == 1).all()
+    for name in ("iqm_reward", "iqm_cost", "safe_share", "reward_if_safe"):
+        assert agg[f"{name}_low"].isna().all() and agg[f"{name}_high"].isna().all() and agg[name].notna().any()
+    assert agg["p_ref_higher_reward"].isna().all() and agg["p_ref_lower_cost"].isna().all()
+    table = report.comparison_table(one)
+    assert not any(e.best for r in table.rows for e in r.entries.values())
+    assert table.row("BallRun").entries["presa"].seeds == 1
+    md = report.markdown_table(table)
+    assert "presa n |" in md and "n < 3 seeds: no intervals" in md and "***0." not in md
+    summary = report.summary_text(table)
+    assert "best safe method" not in summary and "no best method named: n < 3 seeds" in summary
+    write_store(tmp_path / "res", one)
+    result = runner.invoke(app, ["report", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "out"), "--reps", "50",
+                                 "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "[" not in "".join(line for line in result.output.splitlines() if line.startswith("│ presa"))
+    # three seeds: intervals and the best method are back
+    table3 = report.comparison_table(hand_cells())
+    assert table3.row("BallRun").entries["presa"].best and table3.row("BallRun").entries["presa"].seeds == 3
 
 
 #: A budget record as a sweep stores it (bench.sweep.budget_for), per method.
@@ -206,10 +261,11 @@ def test_report_command_writes_tables_plots_and_budgets(tmp_path):
             assert (out / f"{plot}.{ext}").stat().st_size > 5000, plot
     md = (out / "table.md").read_text()
     assert "***0.60***" in md and "Budget protocol bullet" in md
+    assert "PLUMBING CHECK ONLY: profile smoke" in md and "| presa n |" in md
     run_line = next(line for line in md.splitlines() if line.startswith("| BallRun"))
     # steps x batch (share of the published steps x batch), dagger = capped
     assert "2,000×32 (0.67%)" in run_line and "3,000×512 (3%)" in run_line and "1,000×64 (0.031%)†" in run_line
-    assert "† cdt (8 cells): cdt: 2000 steps need a GPU; running 1000 steps on CPU" in md
+    assert "† cdt (12 cells): cdt: 2000 steps need a GPU; running 1000 steps on CPU" in md
     assert "Published budgets: presa 100,000×96 pairs [TraC]" in md
     cells = pd.read_csv(out / "cells.csv")
     assert set(cells["checkpoint"]) == {"final", "best"} and {"batch", "paper_share", "capped", "budget"} <= set(cells.columns)
