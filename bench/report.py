@@ -113,6 +113,53 @@ def cell_budget(algorithm: str, steps: Any, config: dict[str, Any], info: dict[s
     }
 
 
+#: The "not converged" rule (docs/harness.md, "Convergence"): a cell trained for less than its method's
+#: published budget counts as converged only when its online-evaluation curve is flat at the end:
+#: over the last TAIL_FRACTION of its steps, normalized reward moved by at most FLAT_REWARD and
+#: normalized cost by at most FLAT_COST. A cell without two evaluations to compare cannot show it.
+TAIL_FRACTION = 0.2
+FLAT_REWARD = 0.05
+FLAT_COST = 0.1
+NOT_CONVERGED = "not converged"
+
+
+def _tail_change(points) -> float | None:  # type: ignore[no-untyped-def]
+    """|value at the last step - value at the last step <= (1 - TAIL_FRACTION) x that step|; None
+    when there is no such earlier evaluation."""
+    points = points.sort_values("step")
+    last = float(points["step"].iloc[-1])
+    before = points[points["step"] <= (1.0 - TAIL_FRACTION) * last]
+    if before.empty or last <= 0:
+        return None
+    return abs(float(points["value"].iloc[-1]) - float(before["value"].iloc[-1]))
+
+
+def curve_flat(curve) -> bool:  # type: ignore[no-untyped-def]
+    """Whether one cell's evaluation curve (long form: step, metric, value) is flat at its end by
+    the rule above; False when it has too few evaluations to tell."""
+    names = sorted(curve["metric"].unique()) if len(curve) else []
+    for pattern, tolerance in (("normalized_reward", FLAT_REWARD), ("normalized_cost", FLAT_COST)):
+        metric = _curve_metric(names, pattern)
+        change = _tail_change(curve[curve["metric"] == metric]) if metric is not None else None
+        if change is None or change > tolerance:
+            return False
+    return True
+
+
+def with_convergence(cells, curves):  # type: ignore[no-untyped-def]
+    """``cells`` with a ``converged`` column: at (or above) the method's published budget, or below
+    it with a flat evaluation curve (`curve_flat` on ``curves``, the store's learning curves)."""
+    import pandas as pd
+
+    cells = cells.copy()
+    evaluations = curves[curves["source"] == "eval"] if len(curves) and "source" in curves else curves
+    by_cell = dict(tuple(evaluations.groupby("cell_id"))) if len(evaluations) else {}
+    share = pd.to_numeric(cells["paper_share"], errors="coerce").to_numpy(float) if "paper_share" in cells else np.full(len(cells), np.nan)
+    cells["converged"] = [bool(s >= 1.0 - 1e-9) or (cid in by_cell and curve_flat(by_cell[cid]))
+                          for cid, s in zip(cells["cell_id"], share)]
+    return cells
+
+
 META = ("profile", "feedback", "dataset_path", "dataset_hash", "device", "steps", "config_json", "info_json")
 
 
@@ -161,7 +208,8 @@ def with_group_columns(cells):  # type: ignore[no-untyped-def]
     if "dataset_hash" not in cells:
         cells["dataset_hash"] = ""
     for name, value in (("steps", None), ("batch", None), ("paper_share", None), ("capped", False), ("cap_note", ""),
-                        ("paper_steps", None), ("paper_batch", None), ("paper_source", ""), ("unit", "")):
+                        ("paper_steps", None), ("paper_batch", None), ("paper_source", ""), ("unit", ""),
+                        ("converged", True)):
         if name not in cells:
             cells[name] = value
     return cells
@@ -259,6 +307,8 @@ class BudgetSummary:
     batch: tuple[int, int] | None
     share: tuple[float, float] | None
     capped: bool
+    #: False when some cell is not converged (`with_convergence`).
+    converged: bool = True
 
     @staticmethod
     def _span(values: list[Any]) -> tuple[Any, Any] | None:
@@ -270,7 +320,8 @@ class BudgetSummary:
         steps = cls._span([_as_int(s) or 0 for s in cells["steps"]]) or (0, 0)
         batch = cls._span([_as_int(b) for b in cells["batch"]])
         share = cls._span([float(s) if s is not None else None for s in cells["paper_share"]])
-        return cls(steps, batch, share, bool(cells["capped"].astype(bool).any()))
+        converged = bool(cells["converged"].astype(bool).all()) if "converged" in cells else True
+        return cls(steps, batch, share, bool(cells["capped"].astype(bool).any()), converged)
 
     def text(self, mark: bool = True) -> str:
         def span(v: tuple[Any, Any], fmt: str) -> str:
@@ -279,7 +330,7 @@ class BudgetSummary:
         out = span(self.steps, ",") + (f"×{span(self.batch, 'd')}" if self.batch else "")
         if self.share is not None:
             out += f" ({_pct(self.share[0])}" + ("" if self.share[0] == self.share[1] else f"-{_pct(self.share[1])}") + ")"
-        return out + (CAP_MARK if self.capped and mark else "")
+        return out + (CAP_MARK if self.capped and mark else "") + ("" if self.converged else f", {NOT_CONVERGED}")
 
 
 def _pct(x: float) -> str:
@@ -297,6 +348,10 @@ class Entry:
     runs: int = 0
     #: n: the fewest seeds of any threshold of the entry's task(s) (`seeds_per_cell`).
     seeds: int = 0
+
+    @property
+    def converged(self) -> bool:
+        return self.budget is None or self.budget.converged
 
 
 @dataclass
@@ -351,9 +406,10 @@ def seeds_per_cell(sub) -> int:  # type: ignore[no-untyped-def]
 
 def _mark_best(row: Row) -> None:
     """Highlight the safe entry with the highest reward, unless some entry of the row rests on fewer
-    than stats.MIN_SEEDS seeds per threshold (then the row names no best method)."""
+    than stats.MIN_SEEDS seeds per threshold or is not converged (then the row names no best method:
+    the comparison would rest on it)."""
     safe = [e for e in row.entries.values() if e.safe]
-    if safe and min(e.seeds for e in row.entries.values()) >= stats.MIN_SEEDS:
+    if safe and all(e.seeds >= stats.MIN_SEEDS and e.converged for e in row.entries.values()):
         top = max(e.reward for e in safe)
         for e in safe:
             e.best = bool(np.isclose(e.reward, top))
@@ -432,6 +488,12 @@ def footnotes(cells, table: ComparisonTable) -> list[str]:  # type: ignore[no-un
         "Budget = gradient steps × batch (per step) that the run trained with; (x%) = its share of the method's "
         "published steps × batch; " + CAP_MARK + " = cut by a CPU cap (below)."
     )
+    if any(not e.converged for r in table.rows for e in r.entries.values()):
+        notes.append(f"{NOT_CONVERGED}: below the published budget, and the online evaluation's normalized reward moved "
+                     f"by more than {FLAT_REWARD:g} or its cost by more than {FLAT_COST:g} over the last "
+                     f"{TAIL_FRACTION:.0%} of the steps (or there were too few evaluations to tell). Such an entry's "
+                     "numbers are not the method's: no best method is named in its row and the summary draws no "
+                     "conclusion from it.")
     if table.left_out:
         missing = "; ".join(f"{t} (missing: {', '.join(ms)})" for t, ms in table.left_out.items())
         notes.append(f"Averages are over the {len(table.common_tasks)} task(s) every method has; left out: {missing}.")
@@ -646,11 +708,14 @@ def summary_text(table: ComparisonTable) -> str:
     lines = [table.header()]
     for method in table.methods:
         ran = [r for r in task_rows if method in r.entries]
+        unsettled = [r.label for r in ran if not r.entries[method].converged]
+        ran = [r for r in ran if r.entries[method].converged]
         safe = [r.label for r in ran if r.entries[method].safe]
         best = [r.label for r in ran if r.entries[method].best]
         lines.append(
-            f"{method}: safe on {len(safe)}/{len(ran)} tasks; best safe reward on {len(best)}"
+            f"{method}: safe on {len(safe)}/{len(ran)} {'converged ' if unsettled else ''}tasks; best safe reward on {len(best)}"
             + (f" ({', '.join(best)})" if best else "")
+            + (f"; {NOT_CONVERGED} on {', '.join(unsettled)} (no conclusion drawn)" if unsettled else "")
         )
     for row in (r for r in table.rows if r.is_average):
         winners = [m for m, e in row.entries.items() if e.best]
@@ -658,6 +723,8 @@ def summary_text(table: ComparisonTable) -> str:
             verdict = f"best safe method {', '.join(winners)}"
         elif row.entries and min(e.seeds for e in row.entries.values()) < stats.MIN_SEEDS:
             verdict = f"no best method named: n < {stats.MIN_SEEDS} seeds per threshold"
+        elif not all(e.converged for e in row.entries.values()):
+            verdict = f"no best method named: some method is {NOT_CONVERGED}"
         else:
             verdict = "no method is safe on average"
         lines.append(f"{row.label}: {verdict}")
@@ -960,13 +1027,13 @@ def build_report(
     episodes = load_results(results_dir, meta=True)
     if episodes.empty:
         raise BadInput(f"no results in {results_dir} (run `presa-bench run` or `presa-bench sweep` first)")
-    cells = apply_where(cell_scores(episodes, checkpoint), where)
+    curves = load_curves(results_dir)
+    cells = apply_where(with_convergence(cell_scores(episodes, checkpoint), curves), where)
     groups = split_groups(cells)
     if reference is not None and not any(reference in set(sub["algorithm"]) for _, sub in groups):
         raise BadInput(f"--reference {reference} has no cells here; methods: {', '.join(sorted(set(cells['algorithm'])))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    curves = load_curves(results_dir) if plots else pd.DataFrame()
     reports: list[GroupReport] = []
     for group, sub in groups:
         table = comparison_table(sub, reference, group, checkpoint)
@@ -975,7 +1042,7 @@ def build_report(
         reports.append(GroupReport(group, table, agg, agg_tasks, summary_text(table), g_out))
         _write_group(reports[-1], sub, curves, reps, reference, plots)
     files = [f for g in reports for f in g.files]
-    both = [cell_scores(episodes, k) for k in CHECKPOINTS if (episodes["checkpoint"] == k).any()]
+    both = [with_convergence(cell_scores(episodes, k), curves) for k in CHECKPOINTS if (episodes["checkpoint"] == k).any()]
     pd.concat(both, ignore_index=True).to_csv(out / "cells.csv", index=False)
     files.append(out / "cells.csv")
     if len(groups) > 1:

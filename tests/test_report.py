@@ -211,6 +211,24 @@ def test_below_three_seeds_no_interval_probability_or_best_and_the_table_says_wh
     assert table3.row("BallRun").entries["presa"].best and table3.row("BallRun").entries["presa"].seeds == 3
 
 
+def test_not_converged_rule_on_the_stored_curve():
+    """Below the published budget a cell is converged only when its evaluation curve is flat over the
+    last 20% of its steps; at the published budget it is converged whatever its curve."""
+    def curve(cell_id: str, rewards: list[float]) -> pd.DataFrame:
+        steps = np.arange(1, len(rewards) + 1) * 100
+        rows = [dict(cell_id=cell_id, step=s, source="eval", metric=m, value=v)
+                for s, r in zip(steps, rewards) for m, v in (("normalized_reward", r), ("normalized_cost", 0.5))]
+        return pd.DataFrame(rows)
+
+    curves = pd.concat([curve("flat", [0.1, 0.5, 0.6, 0.62, 0.63]), curve("rising", [0.1, 0.2, 0.3, 0.4, 0.5]),
+                        curve("one", [0.5]), curve("paper", [0.1, 0.2, 0.3, 0.4, 0.5])])
+    assert report.curve_flat(curves[curves["cell_id"] == "flat"])
+    assert not report.curve_flat(curves[curves["cell_id"] == "rising"])  # +0.1 over the last 20%
+    assert not report.curve_flat(curves[curves["cell_id"] == "one"])  # one evaluation cannot show it
+    cells = pd.DataFrame(dict(cell_id=["flat", "rising", "one", "paper", "none"], paper_share=[0.02, 0.02, 0.02, 1.0, 0.5]))
+    assert report.with_convergence(cells, curves)["converged"].tolist() == [True, False, False, True, False]
+
+
 #: A budget record as a sweep stores it (bench.sweep.budget_for), per method.
 BUDGETS = {
     "presa": dict(steps_key="train_steps", batch_key="batch_size", unit="pairs", paper_steps=100_000, paper_batch=96,
@@ -241,7 +259,8 @@ def write_store(results, cells: pd.DataFrame, profile: str = "smoke", protocol: 
         r, c = cell["normalized_reward"] + shift, cell["normalized_cost"]
         episodes = [dict(checkpoint=kind, episode=i, episode_seed=i, length=100, normalized_reward=r - (0.1 if kind == "best" else 0),
                          normalized_cost=c, **{"return": 1.0, "cost": 1.0}) for kind in ("final", "best") for i in range(2)]
-        curve = [dict(step=s, normalized_reward=r * s / steps, normalized_cost=c, **{"train/lambda": s / 50})
+        # cdt's curve still climbs at its end (not converged), the others' are flat over their last 20%
+        curve = [dict(step=s, normalized_reward=r * s / steps if capped else r, normalized_cost=c, **{"train/lambda": s / 50})
                  for s in range(steps // 5, steps + 1, steps // 5)]
         store.write_cell(results, store.CellRecord(key, cell["suite"], config, "h", episodes, curve, steps=steps,
                                                    info=info, dataset_path="/data/dsrl/x.hdf5", dataset_hash="d1"))
@@ -260,11 +279,15 @@ def test_report_command_writes_tables_plots_and_budgets(tmp_path):
         for ext in ("png", "pdf"):
             assert (out / f"{plot}.{ext}").stat().st_size > 5000, plot
     md = (out / "table.md").read_text()
-    assert "***0.60***" in md and "Budget protocol bullet" in md
+    assert "Budget protocol bullet" in md
     assert "PLUMBING CHECK ONLY: profile smoke" in md and "| presa n |" in md
     run_line = next(line for line in md.splitlines() if line.startswith("| BallRun"))
     # steps x batch (share of the published steps x batch), dagger = capped
-    assert "2,000×32 (0.67%)" in run_line and "3,000×512 (3%)" in run_line and "1,000×64 (0.031%)†" in run_line
+    assert "2,000×32 (0.67%) |" in run_line and "3,000×512 (3%) |" in run_line and "1,000×64 (0.031%)†, not converged" in run_line
+    # cdt has not converged: no best method in its rows, a footnote gives the rule, the summary no verdict on it
+    assert "***" not in run_line and "not converged: below the published budget" in md
+    summary = (out / "summary.txt").read_text()
+    assert "cdt: safe on 0/0 converged tasks; best safe reward on 0; not converged on BallRun, BallCircle" in summary
     assert "† cdt (12 cells): cdt: 2000 steps need a GPU; running 1000 steps on CPU" in md
     assert "Published budgets: presa 100,000×96 pairs [TraC]" in md
     cells = pd.read_csv(out / "cells.csv")
@@ -355,6 +378,16 @@ def test_report_without_results_exit_2(tmp_path, capsys):
     assert code == 2 and "no results" in err and err.strip().count("\n") == 0
     code = main(["report", "--results", str(tmp_path), "--checkpoint", "last"])
     assert code == 2
+
+
+def test_bc_runs_its_published_budget_under_the_bullet_protocol():
+    """BC costs minutes at OSRL's 100,000 x 512: the bullet protocol (and paper) run it in full."""
+    from bench.sweep import load_budgets
+
+    table = load_budgets()
+    for method in ("bc-all", "bc-safe"):
+        paper = table["algorithms"][method]["paper"]
+        assert table["protocols"]["bullet"][method] == paper["steps"] == 100_000 and paper["batch"] == 512
 
 
 def test_cell_budget_of_a_record_without_a_protocol_reads_the_shipped_table():
