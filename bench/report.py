@@ -732,11 +732,69 @@ def summary_text(table: ComparisonTable) -> str:
 
 
 # --------------------------------------------------------------------------------------- plots
+#: Figures are sized for a paper: at most PAPER_WIDTH inches wide (a two-column page's full width; a
+#: single panel fits a 3.5-inch column), every font >= 8 pt, so they stay readable when printed.
+PAPER_WIDTH = 7.0
+PAPER_RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
+            "legend.fontsize": 8, "figure.titlesize": 9, "savefig.bbox": "tight"}
+#: A normalized reward axis spans at least [0, 1] and a cost axis at least [0, 1.2], so a gap of a
+#: few hundredths between methods is drawn as small as it is, never blown up to fill the panel.
+REWARD_SPAN = (0.0, 1.0)
+COST_SPAN = (0.0, 1.2)
+#: Behind a label drawn over data, so lines never run through it.
+LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0}
+
+
+@dataclass(frozen=True)
+class FigureContext:
+    """What every figure states: profile, budget per method and the number of seeds (n)."""
+
+    profile: str
+    protocol: str
+    budgets: dict[str, str]
+    seeds: dict[str, int]
+
+    @classmethod
+    def of(cls, cells, group: Group | None = None) -> "FigureContext":  # type: ignore[no-untyped-def]
+        cells = with_group_columns(cells)
+        methods = method_order(cells["algorithm"])
+        profile = group.profile if group is not None else "/".join(sorted(set(cells["profile"])))
+        protocol = group.budget if group is not None else "/".join(sorted(set(cells["budget"])))
+        subs = {m: cells[cells["algorithm"] == m] for m in methods}
+        return cls(profile, protocol, {m: BudgetSummary.of(s).text() for m, s in subs.items()},
+                   {m: seeds_per_cell(s) for m, s in subs.items()})
+
+    @property
+    def fewest_seeds(self) -> int:
+        return min(self.seeds.values(), default=0)
+
+    def seeds_text(self) -> str:
+        values = sorted(set(self.seeds.values()))
+        if len(values) == 1:
+            return f"n = {values[0]} seed{'s' if values[0] != 1 else ''} per (task, threshold)"
+        return "n = " + ", ".join(f"{n} ({m})" for m, n in self.seeds.items()) + " seeds per (task, threshold)"
+
+    def caption(self, bars: str) -> str:
+        """The caption line: profile, budget, n, and what the error bars are (none below stats.MIN_SEEDS)."""
+        plumbing = " (PLUMBING CHECK ONLY: numbers mean nothing)" if self.profile in PLUMBING_PROFILES else ""
+        budget = "; ".join(f"{m} {b}" for m, b in self.budgets.items())
+        errors = (f"no error bars: n < {stats.MIN_SEEDS} seeds" if self.fewest_seeds < stats.MIN_SEEDS else bars)
+        return f"Profile {self.profile}{plumbing}. Budget protocol {self.protocol}: {budget}. {self.seeds_text()}; {errors}."
+
+
+def _caption(fig, text: str) -> None:  # type: ignore[no-untyped-def]
+    """The caption under the figure, wrapped to its width (kept inside the saved image by the tight bbox)."""
+    import textwrap
+
+    width = fig.get_size_inches()[0]
+    fig.text(0.01, -0.01, textwrap.fill(text, width=int(width * 17)), ha="left", va="top", fontsize=8)
+
+
 def _save(fig, out_dir: Path, name: str) -> list[Path]:  # type: ignore[no-untyped-def]
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+        fig.savefig(path, dpi=200, bbox_inches="tight")
         paths.append(path)
     return paths
 
@@ -747,26 +805,64 @@ def _palette(methods: list[str]) -> dict[str, Any]:
     return dict(zip(methods, sns.color_palette("tab10", max(10, len(methods)))))
 
 
-def _legend(fig, methods: list[str], palette: dict[str, Any], marker: str = "o") -> None:  # type: ignore[no-untyped-def]
+def _legend(fig, methods: list[str], palette: dict[str, Any], marker: str = "o", extra: list[Any] | None = None) -> None:  # type: ignore[no-untyped-def]
     import matplotlib.pyplot as plt
 
     handles = [plt.Line2D([], [], marker=marker, linestyle="-" if marker == "" else "", color=palette[m],
                           markeredgecolor="black", label=m) for m in methods]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(methods), 9), bbox_to_anchor=(0.5, 1.0), frameon=False)
+    handles += extra or []
+    per_row = max(2, int(fig.get_size_inches()[0] // 1.6))  # as many entries as fit the figure's width
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), per_row), bbox_to_anchor=(0.5, 1.0), frameon=False)
 
 
-def plot_reward_cost(cells, out_dir: Path, reference: str | None = None, title: str = "") -> list[Path]:  # type: ignore[no-untyped-def]
-    """Per task: every cell (marker = threshold) and the method's mean; the threshold line at cost 1."""
+def _span(values: np.ndarray, floor: tuple[float, float], pad: float = 0.05) -> tuple[float, float]:
+    """Axis limits covering the data and at least ``floor``, padded by ``pad`` of the span."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    low = min(floor[0], float(values.min())) if values.size else floor[0]
+    high = max(floor[1], float(values.max())) if values.size else floor[1]
+    margin = pad * (high - low)
+    return low - margin, high + margin
+
+
+def _threshold_line(ax, vertical: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """The cost threshold (normalized cost 1), labelled inside the axes so the label is never clipped."""
+    if vertical:
+        ax.axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.text(SAFE_LIMIT, 0.98, "threshold", color="red", rotation=90, ha="right", va="top", fontsize=8,
+                transform=ax.get_xaxis_transform(), bbox=LABEL_BOX)
+    else:
+        ax.axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.text(0.01, SAFE_LIMIT, "threshold", color="red", ha="left", va="bottom", fontsize=8,
+                transform=ax.get_yaxis_transform(), bbox=LABEL_BOX)
+
+
+def _seed_means(sub, value: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Per seed, the mean of ``value`` over the seed's cells (its thresholds): the runs to spread over."""
+    return sub.groupby("seed")[value].mean().to_numpy(float)
+
+
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean; NaN below stats.MIN_SEEDS values (no error bar)."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) >= stats.MIN_SEEDS else float("nan")
+
+
+def plot_reward_cost(cells, out_dir: Path, reference: str | None = None, title: str = "",  # type: ignore[no-untyped-def]
+                     context: FigureContext | None = None) -> list[Path]:
+    """Per task: every cell (small marker, shape = threshold), the method's mean over its cells (large
+    circle) with +-1 standard error over seeds (each seed averaged over its thresholds), the threshold
+    line at normalized cost 1; axes span at least reward [0, 1] and cost [0, 1.2]."""
     import matplotlib.pyplot as plt
 
+    context = context or FigureContext.of(cells)
     tasks = list(dict.fromkeys(cells["task"]))
     methods = method_order(cells["algorithm"], reference)
     palette = _palette(methods)
     thresholds = sorted(cells["threshold"].unique())
     markers = dict(zip(thresholds, "^sDvP*X"))
-    cols = min(3, len(tasks))
+    cols = min(2, len(tasks))
     rows = int(np.ceil(len(tasks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.5 * cols, 3.0 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         sub = cells[cells["task"] == task]
         for method in methods:
@@ -774,47 +870,61 @@ def plot_reward_cost(cells, out_dir: Path, reference: str | None = None, title: 
             if m.empty:
                 continue
             for k, mk in m.groupby("threshold"):
-                ax.scatter(mk["normalized_cost"], mk["normalized_reward"], color=palette[method], alpha=0.45, s=22,
+                ax.scatter(mk["normalized_cost"], mk["normalized_reward"], color=palette[method], alpha=0.45, s=14,
                            marker=markers.get(k, "o"))
-            ax.scatter(m["normalized_cost"].mean(), m["normalized_reward"].mean(), color=palette[method], s=90,
-                       edgecolor="black", zorder=3)
-        ax.axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+            x_err = _standard_error(_seed_means(m, "normalized_cost"))
+            y_err = _standard_error(_seed_means(m, "normalized_reward"))
+            ax.errorbar(m["normalized_cost"].mean(), m["normalized_reward"].mean(),
+                        xerr=None if np.isnan(x_err) else x_err, yerr=None if np.isnan(y_err) else y_err,
+                        fmt="o", color=palette[method], markersize=8, markeredgecolor="black", capsize=3, zorder=3)
+        ax.set_xlim(*_span(sub["normalized_cost"].to_numpy(float), COST_SPAN))
+        ax.set_ylim(*_span(sub["normalized_reward"].to_numpy(float), REWARD_SPAN))
         ax.axvspan(ax.get_xlim()[0], SAFE_LIMIT, color="green", alpha=0.05)
-        ax.text(SAFE_LIMIT, ax.get_ylim()[1], " threshold κ (cost 1)", color="red", va="top", fontsize=8)
+        _threshold_line(ax)
         ax.set_title(task)
         ax.set_xlabel("normalized cost (cost / κ)")
         ax.set_ylabel("normalized reward")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=palette[m], markeredgecolor="black", label=m) for m in methods]
-    handles += [plt.Line2D([], [], marker=markers[k], linestyle="", color="gray", label=f"κ={k:g}") for k in thresholds]
+    extra = [plt.Line2D([], [], marker=markers[k], linestyle="", color="gray", alpha=0.6, label=f"one run, κ={k:g}")
+             for k in thresholds]
+    extra.append(plt.Line2D([], [], marker="o", linestyle="", color="white", markeredgecolor="black", markersize=8,
+                            label="mean over runs"))
     if title:
-        axes.flat[0].figure.suptitle(title, y=1.08, fontsize=9)
+        fig.suptitle(title, y=1.12)
     fig.tight_layout()
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), bbox_to_anchor=(0.5, 1.0), frameon=False)
+    _legend(fig, methods, palette, extra=extra)
+    _caption(fig, context.caption("large circles: mean over runs ± 1 standard error over seeds"))
     paths = _save(fig, out_dir, "reward_vs_cost")
     plt.close(fig)
     return paths
 
 
-def plot_threshold_bars(cells, out_dir: Path, reference: str | None = None, seed: int = 0) -> list[Path]:  # type: ignore[no-untyped-def]
-    """Per threshold and method: mean normalized reward and cost with 95% bootstrap CIs over cells."""
+def plot_threshold_bars(cells, out_dir: Path, reference: str | None = None, seed: int = 0,  # type: ignore[no-untyped-def]
+                        context: FigureContext | None = None) -> list[Path]:
+    """Per threshold and method: mean normalized reward and cost over seeds, ± 1 standard error
+    (none below stats.MIN_SEEDS seeds, and the caption says so)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    context = context or FigureContext.of(cells)
     methods = method_order(cells["algorithm"], reference)
     palette = _palette(methods)
     data = cells.assign(kappa=cells["threshold"].map(lambda k: f"κ={k:g}"))
     order = [f"κ={k:g}" for k in sorted(cells["threshold"].unique())]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(methods) * len(order) * 2), 3.8))
-    for ax, value, label in ((axes[0], "normalized_reward", "normalized reward ↑"), (axes[1], "normalized_cost", "normalized cost ↓")):
+    errorbar = ("se", 1) if context.fewest_seeds >= stats.MIN_SEEDS else None
+    fig, axes = plt.subplots(1, 2, figsize=(PAPER_WIDTH, 2.8))
+    for ax, value, label, span in ((axes[0], "normalized_reward", "normalized reward ↑", REWARD_SPAN),
+                                   (axes[1], "normalized_cost", "normalized cost ↓", COST_SPAN)):
         sns.barplot(data=data, x="kappa", y=value, order=order, hue="algorithm", hue_order=methods, palette=palette,
-                    errorbar=("ci", 95), n_boot=2000, seed=seed, ax=ax, legend=False, capsize=0.1, err_kws={"linewidth": 1})
-        ax.set_ylabel(f"{label}\n(mean, 95% bootstrap CI over cells)")
+                    errorbar=errorbar, seed=seed, ax=ax, legend=False, capsize=0.1, err_kws={"linewidth": 1})
+        ax.set_ylabel(label)
         ax.set_xlabel("cost threshold")
-    axes[1].axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.set_ylim(*_span(data[value].to_numpy(float), span))
+    _threshold_line(axes[1], vertical=False)
     fig.tight_layout()
     _legend(fig, methods, palette, marker="s")
+    _caption(fig, context.caption("bars: mean over seeds ± 1 standard error"))
     paths = _save(fig, out_dir, "threshold_bars")
     plt.close(fig)
     return paths
@@ -831,9 +941,12 @@ def _curve_metric(names: list[str], pattern: str) -> str | None:
 CURVE_PANELS = (("normalized reward (online evaluation)", "normalized_reward"), ("normalized cost (online evaluation)", "normalized_cost"))
 
 
-def plot_learning_curves(curves, out_dir: Path, reference: str | None = None) -> list[Path]:  # type: ignore[no-untyped-def]
+def plot_learning_curves(curves, out_dir: Path, reference: str | None = None,  # type: ignore[no-untyped-def]
+                         context: FigureContext | None = None) -> list[Path]:
     """Online-evaluation reward and cost against gradient steps, per task and method: the mean over
-    cells (markers at each evaluation) and the range over cells (band)."""
+    cells (markers at each evaluation) ± 1 standard error over cells (none below stats.MIN_SEEDS).
+    When the methods of a task trained for different numbers of steps, the figure says so in red:
+    a value at one step is then a different share of each method's budget."""
     import matplotlib.pyplot as plt
 
     if "source" in curves:
@@ -848,8 +961,13 @@ def plot_learning_curves(curves, out_dir: Path, reference: str | None = None) ->
         return []
     methods = method_order(curves["algorithm"], reference)
     palette = _palette(methods)
-    fig, axes = plt.subplots(len(tasks), len(panels), figsize=(6.0 * len(panels), 3.6 * len(tasks)), squeeze=False)
+    final_steps = curves.groupby(["task", "algorithm"])["step"].max()
+    fig, axes = plt.subplots(len(tasks), len(panels), figsize=(PAPER_WIDTH, 2.6 * len(tasks)), squeeze=False)
+    warnings_seen: list[str] = []
     for i, task in enumerate(tasks):
+        steps = final_steps[task]
+        if steps.nunique() > 1:
+            warnings_seen.append(f"{task}: " + ", ".join(f"{m} {int(s):,}" for m, s in steps.items()))
         for j, (title, metric) in enumerate(panels):
             ax = axes[i, j]
             sub = curves[(curves["task"] == task) & (curves["metric"] == metric)]
@@ -859,94 +977,124 @@ def plot_learning_curves(curves, out_dir: Path, reference: str | None = None) ->
                     continue
                 by_step = m.groupby("step")["value"]
                 mean = by_step.mean()
-                ax.plot(mean.index, mean.to_numpy(), color=palette[method], marker="o", markersize=3, linewidth=1.3)
-                if m["cell_id"].nunique() > 1:
-                    ax.fill_between(mean.index, by_step.min().to_numpy(), by_step.max().to_numpy(), color=palette[method], alpha=0.12)
+                ax.plot(mean.index, mean.to_numpy(), color=palette[method], marker="o", markersize=2.5, linewidth=1.2)
+                if m["cell_id"].nunique() >= stats.MIN_SEEDS:
+                    se = by_step.sem().to_numpy()
+                    ax.fill_between(mean.index, mean.to_numpy() - se, mean.to_numpy() + se, color=palette[method], alpha=0.15)
             if "cost" in metric:
-                ax.axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
-            if (sub["step"] > 0).all() and not sub.empty:
+                _threshold_line(ax, vertical=False)
+            if (sub["step"] > 0).all() and not sub.empty and steps.max() > 10 * steps.min():
                 ax.set_xscale("log")  # budgets differ by 10x and more between methods
-            ax.set_title(f"{task}: {title}", fontsize=9)
+            ax.set_title(f"{task}: {title}")
             ax.set_xlabel("gradient step")
     fig.tight_layout()
     _legend(fig, methods, palette, marker="o")
+    caption = (context or FigureContext.of(curves.drop_duplicates("cell_id"))).caption(
+        "bands: mean ± 1 standard error over runs")
+    if warnings_seen:
+        fig.text(0.5, 1.0, "Warning: methods trained for different numbers of steps share an axis ("
+                 + "; ".join(warnings_seen) + ")", color="red", ha="center", va="bottom", fontsize=8, wrap=True)
+    _caption(fig, caption)
     paths = _save(fig, out_dir, "learning_curves")
     plt.close(fig)
     return paths
 
 
-def plot_performance_profiles(cells, out_dir: Path, tasks: list[str], reference: str | None = None,
-                              reps: int = stats.DEFAULT_REPS, seed: int = 0) -> list[Path]:  # type: ignore[no-untyped-def]
-    """rliable's performance profiles over the common tasks: the share of runs with normalized reward
-    > tau, and of runs with normalized cost <= tau, with 95% stratified-bootstrap bands."""
+def plot_performance_profiles(cells, out_dir: Path, tasks: list[str], reference: str | None = None,  # type: ignore[no-untyped-def]
+                              reps: int = stats.DEFAULT_REPS, seed: int = 0, context: FigureContext | None = None) -> list[Path]:
+    """rliable's performance profiles over the common (task, threshold) strata: the share of runs with
+    normalized reward > tau, and of runs with normalized cost <= tau, with 95% stratified-bootstrap
+    bands (none below stats.MIN_SEEDS seeds)."""
     import matplotlib.pyplot as plt
 
     if not tasks:
         return []
+    context = context or FigureContext.of(cells)
     methods = method_order(cells["algorithm"], reference)
     palette = _palette(methods)
     sub = cells[cells["task"].isin(tasks)]
     r_taus = np.linspace(min(0.0, sub["normalized_reward"].min()), max(1.0, sub["normalized_reward"].max()), 81)
     c_taus = np.linspace(0.0, max(2.0, float(np.nanpercentile(sub["normalized_cost"], 95))), 81)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(PAPER_WIDTH, 2.8))
     strata = common_strata(sub, methods)
+    bands = context.fewest_seeds >= stats.MIN_SEEDS
     for method in methods:
         rewards = score_columns(cells, method, "normalized_reward", strata)
         costs = score_columns(cells, method, "normalized_cost", strata)
         p, lo, hi = stats.performance_profile_ci(rewards, r_taus, reps=reps, seed=seed)
         axes[0].plot(r_taus, p, color=palette[method])
-        axes[0].fill_between(r_taus, lo, hi, color=palette[method], alpha=0.15)
+        if bands:
+            axes[0].fill_between(r_taus, lo, hi, color=palette[method], alpha=0.15)
         # share of runs with cost <= tau = 1 - share with cost > tau
         p, lo, hi = stats.performance_profile_ci(costs, c_taus, reps=reps, seed=seed)
         axes[1].plot(c_taus, 1 - p, color=palette[method])
-        axes[1].fill_between(c_taus, 1 - hi, 1 - lo, color=palette[method], alpha=0.15)
+        if bands:
+            axes[1].fill_between(c_taus, 1 - hi, 1 - lo, color=palette[method], alpha=0.15)
     axes[0].set_xlabel("normalized reward τ")
     axes[0].set_ylabel("fraction of runs with reward > τ")
     axes[1].set_xlabel("normalized cost τ")
     axes[1].set_ylabel("fraction of runs with cost ≤ τ")
-    axes[1].axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+    _threshold_line(axes[1])
     for ax in axes:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Performance profiles over {len(tasks)} task(s) (95% stratified bootstrap bands)", y=0.98, fontsize=9)
     fig.tight_layout()
     _legend(fig, methods, palette, marker="")
+    _caption(fig, f"Performance profiles over {len(strata)} (task, threshold) strata of {len(tasks)} task(s). "
+             + context.caption("bands: 95% stratified bootstrap"))
     paths = _save(fig, out_dir, "performance_profiles")
     plt.close(fig)
     return paths
 
 
-def plot_aggregates(agg, out_dir: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+def plot_aggregates(agg, out_dir: Path, context: FigureContext | None = None) -> list[Path]:  # type: ignore[no-untyped-def]
     """IQM reward, IQM cost, safe-run share, reward among safe runs and (with a reference) the
-    probability of improvement, each with its 95% stratified-bootstrap CI."""
+    probability of improvement, each with its 95% stratified-bootstrap CI (none below stats.MIN_SEEDS
+    seeds). Every method has a row in every panel: a method with no value there (no safe run, or no
+    probability of improvement below 3 matched seeds) is marked in place, never dropped."""
     import matplotlib.pyplot as plt
 
     if agg.empty:
         return []
-    panels = [("iqm_reward", "IQM normalized reward ↑"), ("iqm_cost", "IQM normalized cost ↓"),
-              ("safe_share", "share of safe runs ↑"), ("reward_if_safe", "mean reward of the safe runs ↑")]
+    # (column, axis label, what a missing value means, the axis' minimum span)
+    panels = [("iqm_reward", "IQM normalized reward ↑", "-", REWARD_SPAN), ("iqm_cost", "IQM normalized cost ↓", "-", COST_SPAN),
+              ("safe_share", "share of safe runs ↑", "-", (0.0, 1.0)),
+              ("reward_if_safe", "mean reward of the safe runs ↑", "no safe run", REWARD_SPAN)]
     if "p_ref_higher_reward" in agg:
-        panels += [("p_ref_higher_reward", f"P({agg['reference'].iloc[0]} reward higher)"),
-                   ("p_ref_lower_cost", f"P({agg['reference'].iloc[0]} cost lower)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 0.42 * len(agg) + 1.6), squeeze=False)
+        ref = agg["reference"].iloc[0]
+        panels += [("p_ref_higher_reward", f"P({ref} reward higher)", f"n < {stats.MIN_SEEDS}", (0.0, 1.0)),
+                   ("p_ref_lower_cost", f"P({ref} cost lower)", f"n < {stats.MIN_SEEDS}", (0.0, 1.0))]
+    cols = 3
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(PAPER_WIDTH, (0.28 * len(agg) + 1.0) * rows), squeeze=False)
     y = np.arange(len(agg))
-    for ax, (name, label) in zip(axes[0], panels):
+    is_ref = (agg["method"] == agg["reference"]).to_numpy() if "reference" in agg else np.zeros(len(agg), bool)
+    for index, (ax, (name, label, missing, span)) in enumerate(zip(axes.flat, panels)):
         point = agg[name].to_numpy(float)
         low, high = agg[f"{name}_low"].to_numpy(float), agg[f"{name}_high"].to_numpy(float)
         ok = np.isfinite(point)
         err = np.vstack([np.where(np.isfinite(low), point - low, 0), np.where(np.isfinite(high), high - point, 0)])
-        ax.errorbar(point[ok], y[ok], xerr=err[:, ok], fmt="o", capsize=4)
-        ax.set_yticks(y, agg["method"] if ax is axes[0, 0] else [""] * len(y))
-        ax.set_ylim(len(agg) - 0.5, -0.5)
-        ax.set_xlabel(label, fontsize=8)
-        ax.grid(axis="x", alpha=0.3)
-        if name == "iqm_cost":
-            ax.axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.errorbar(point[ok], y[ok], xerr=err[:, ok], fmt="o", capsize=3, markersize=4)
+        ax.set_xlim(*_span(np.concatenate([point, low, high]), span))
         if name.startswith("p_ref"):
             ax.axvline(0.5, color="gray", linestyle=":")
-            ax.set_xlim(-0.02, 1.02)
-    fig.suptitle(f"Aggregates over {int(agg['tasks'].iloc[0])} task(s) x runs, 95% stratified bootstrap CIs", fontsize=9)
+        elif name == "iqm_cost":
+            _threshold_line(ax)
+        for row in np.flatnonzero(~ok):
+            note = "reference" if name.startswith("p_ref") and is_ref[row] else missing
+            ax.text(0.02, y[row], note, transform=ax.get_yaxis_transform(), va="center", ha="left",
+                    fontsize=8, color="gray", style="italic")
+        ax.set_yticks(y, agg["method"] if index % cols == 0 else [""] * len(y))
+        ax.set_ylim(len(agg) - 0.5, -0.5)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
+    strata = int(agg["strata"].iloc[0]) if "strata" in agg else 0
+    text = (f"Aggregates over {int(agg['tasks'].iloc[0])} task(s), {strata} (task, threshold) strata. "
+            + (context.caption("95% stratified bootstrap CIs") if context is not None else ""))
+    _caption(fig, text)
     paths = _save(fig, out_dir, "aggregates")
     plt.close(fig)
     return paths
@@ -1001,11 +1149,16 @@ def _write_group(g: GroupReport, cells, curves, reps: int, reference: str | None
         import matplotlib
 
         matplotlib.use("Agg")
-        g.files += plot_reward_cost(cells, out, reference)
-        g.files += plot_threshold_bars(cells, out, reference)
-        g.files += plot_learning_curves(curves[curves["cell_id"].isin(set(cells["cell_id"]))], out, reference)
-        g.files += plot_performance_profiles(cells, out, g.aggregate_tasks, reference, reps=reps)
-        g.files += plot_aggregates(g.aggregates, out)
+        import matplotlib.pyplot as plt
+
+        context = FigureContext.of(cells, g.group)
+        with plt.rc_context(PAPER_RC):
+            g.files += plot_reward_cost(cells, out, reference, context=context)
+            g.files += plot_threshold_bars(cells, out, reference, context=context)
+            g.files += plot_learning_curves(curves[curves["cell_id"].isin(set(cells["cell_id"]))], out, reference,
+                                            context=context)
+            g.files += plot_performance_profiles(cells, out, g.aggregate_tasks, reference, reps=reps, context=context)
+            g.files += plot_aggregates(g.aggregates, out, context=context)
 
 
 def build_report(

@@ -404,3 +404,66 @@ def test_cell_budget_of_a_record_without_a_protocol_reads_the_shipped_table():
     # a smaller batch than configured (CDT on CPU) is a cap too, with a note made from the record
     cdt = report.cell_budget("cdt", 10, {"algorithm_config": {"batch_size": 2048}}, {"batch_size": 64}, table)
     assert cdt["capped"] and cdt["batch"] == 64 and "batch 64 instead of 2048" in cdt["cap_note"]
+
+
+def _drawn(monkeypatch) -> list[dict]:
+    """Record what each plot function draws instead of saving it: its texts, size and axis limits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    seen: list[dict] = []
+
+    def record(fig, out_dir, name):
+        texts = [t.get_text() for t in fig.texts] + [t.get_text() for ax in fig.axes for t in ax.texts]
+        texts += [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        seen.append(dict(name=name, texts=" ".join(" | ".join(texts).split()), width=fig.get_size_inches()[0],
+                         limits=[(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes if ax.axison],
+                         fonts=[t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]))
+        return []
+
+    monkeypatch.setattr(report, "_save", record)
+    return seen
+
+
+def test_figures_state_profile_budget_n_and_fit_a_paper_column(tmp_path, monkeypatch):
+    """Every figure's caption gives the profile, the budget and n; at n = 1 it draws no error bar and
+    says so; widths fit a page (<= 7 in), fonts are >= 8 pt, the reward axis spans at least [0, 1]
+    and the cost axis the threshold; methods without a safe run keep their row, marked."""
+    import matplotlib.pyplot as plt
+
+    seen = _drawn(monkeypatch)
+    one = report.with_group_columns(hand_cells(seeds=(0,)))
+    one.loc[one["algorithm"] == "cdt", "normalized_cost"] += 1.0  # cdt: no safe run anywhere
+    close = one[one["task"] == "BallRun"].assign(normalized_reward=lambda f: 0.40 + 0.01 * f["seed"])
+    with plt.rc_context(report.PAPER_RC):
+        report.plot_reward_cost(close, tmp_path)
+        report.plot_threshold_bars(close, tmp_path)
+        agg, tasks = report.aggregates(one, reps=50)
+        report.plot_aggregates(agg, tmp_path, context=report.FigureContext.of(one))
+        report.plot_performance_profiles(one, tmp_path, tasks, reps=50)
+    assert [s["name"] for s in seen] == ["reward_vs_cost", "threshold_bars", "aggregates", "performance_profiles"]
+    for figure in seen:
+        assert "Profile unknown" in figure["texts"] and "Budget protocol unstated" in figure["texts"], figure["name"]
+        assert "n = 1 seed per (task, threshold); no error bars: n < 3 seeds" in figure["texts"], figure["name"]
+        assert figure["width"] <= report.PAPER_WIDTH and min(figure["fonts"]) >= 8, figure["name"]
+    (x_limits, y_limits), = seen[0]["limits"]
+    assert y_limits[0] <= 0.0 and y_limits[1] >= 1.0 and x_limits[0] <= 0.0 and x_limits[1] >= 1.0
+    assert "threshold" in seen[0]["texts"] and "one run, κ=10" in seen[0]["texts"] and "mean over runs" in seen[0]["texts"]
+    # cdt has no safe run: its row is still drawn, marked
+    by = agg.set_index("method")
+    assert np.isnan(by.loc["cdt", "reward_if_safe"]) and "no safe run" in seen[2]["texts"]
+
+
+def test_learning_curves_warn_when_methods_trained_for_different_steps(tmp_path, monkeypatch):
+    seen = _drawn(monkeypatch)
+
+    def curve(method: str, steps: int) -> list[dict]:
+        return [dict(cell_id=f"{method}-{seed}", task="BallRun", algorithm=method, source="eval", metric=metric,
+                     step=s, value=0.5, seed=seed, threshold=20.0)
+                for seed in (0, 1, 2) for s in range(steps // 4, steps + 1, steps // 4)
+                for metric in ("eval/normalized_reward", "eval/normalized_cost")]
+
+    report.plot_learning_curves(pd.DataFrame(curve("presa", 1000) + curve("bc-safe", 1000)), tmp_path)
+    report.plot_learning_curves(pd.DataFrame(curve("presa", 1000) + curve("bc-safe", 2000)), tmp_path)
+    assert "different numbers of steps" not in seen[0]["texts"]
+    assert "Warning: methods trained for different numbers of steps share an axis (BallRun: bc-safe 2,000, presa 1,000)" in seen[1]["texts"]
