@@ -782,12 +782,18 @@ class FigureContext:
         return f"Profile {self.profile}{plumbing}. Budget protocol {self.protocol}: {budget}. {self.seeds_text()}; {errors}."
 
 
-def _caption(fig, text: str) -> None:  # type: ignore[no-untyped-def]
-    """The caption under the figure, wrapped to its width (kept inside the saved image by the tight bbox)."""
+def _caption(fig, text: str, warning: str = "") -> None:  # type: ignore[no-untyped-def]
+    """The caption under the figure, wrapped to its width (kept inside the saved image by the tight
+    bbox), after a red ``warning`` when there is one."""
     import textwrap
 
-    width = fig.get_size_inches()[0]
-    fig.text(0.01, -0.01, textwrap.fill(text, width=int(width * 17)), ha="left", va="top", fontsize=8)
+    width, height = fig.get_size_inches()
+    top = -0.01
+    if warning:
+        lines = textwrap.fill(warning, width=int(width * 17))
+        fig.text(0.01, top, lines, ha="left", va="top", fontsize=8, color="red")
+        top -= (lines.count("\n") + 1) * 8 * 1.3 / 72 / height  # the warning's height in figure units
+    fig.text(0.01, top, textwrap.fill(text, width=int(width * 17)), ha="left", va="top", fontsize=8)
 
 
 def _save(fig, out_dir: Path, name: str) -> list[Path]:  # type: ignore[no-untyped-def]
@@ -981,6 +987,7 @@ def plot_learning_curves(curves, out_dir: Path, reference: str | None = None,  #
                 if m["cell_id"].nunique() >= stats.MIN_SEEDS:
                     se = by_step.sem().to_numpy()
                     ax.fill_between(mean.index, mean.to_numpy() - se, mean.to_numpy() + se, color=palette[method], alpha=0.15)
+            ax.set_ylim(*_span(sub["value"].to_numpy(float), COST_SPAN if "cost" in metric else REWARD_SPAN))
             if "cost" in metric:
                 _threshold_line(ax, vertical=False)
             if (sub["step"] > 0).all() and not sub.empty and steps.max() > 10 * steps.min():
@@ -991,10 +998,10 @@ def plot_learning_curves(curves, out_dir: Path, reference: str | None = None,  #
     _legend(fig, methods, palette, marker="o")
     caption = (context or FigureContext.of(curves.drop_duplicates("cell_id"))).caption(
         "bands: mean ± 1 standard error over runs")
-    if warnings_seen:
-        fig.text(0.5, 1.0, "Warning: methods trained for different numbers of steps share an axis ("
-                 + "; ".join(warnings_seen) + ")", color="red", ha="center", va="bottom", fontsize=8, wrap=True)
-    _caption(fig, caption)
+    warning = ("Warning: methods trained for different numbers of steps share an axis ("
+               + "; ".join(warnings_seen) + "): a value at one step is a different share of each one's budget."
+               if warnings_seen else "")
+    _caption(fig, caption, warning)
     paths = _save(fig, out_dir, "learning_curves")
     plt.close(fig)
     return paths
