@@ -19,7 +19,10 @@ Aggregates (bench.stats, rliable's definitions) use strata (task, threshold) who
 seeds: IQM of reward and cost, the share of safe runs, the reward among safe runs, and the
 probability of improvement of a reference method (``--reference``, default presa) over runs matched
 by (task, threshold, seed). Below stats.MIN_SEEDS seeds per stratum no interval, probability of
-improvement or best method is given; every table shows n (seeds).
+improvement or best method is given; every table shows n (seeds). A cell below its method's
+published budget whose evaluation curve still moves at its end is "not converged" (`with_convergence`):
+no best method is named in its row and the summary draws no conclusion from it. Figures are sized
+for a paper and captioned with profile, budget and n (`FigureContext`).
 """
 
 from __future__ import annotations
