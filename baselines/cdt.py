@@ -8,8 +8,12 @@ Acting (``CDTPolicy``) follows ``CDTTrainer.rollout``, batched: the policy is co
 (target return x reward_scale, target cost x cost_scale) and after each step subtracts the step's
 reward x reward_scale and cost x cost_scale. OSRL gets the scaled reward from an env wrapped with
 reward_scale; bench.evaluation steps the raw env, so the policy applies the scale itself and the
-episode returns it reports stay unscaled. The target cost is the run's threshold; the target return
-is OSRL's per-task value for that threshold (``target_returns`` of cdt_configs.py).
+episode returns it reports stay unscaled. The target cost is the run's threshold. The target return
+is OSRL's per-task value for that threshold (``target_returns`` of cdt_configs.py) on DSRL's own
+files, for which OSRL read those values off the data; on a file this project collected (one with a
+collection card, ``<file>.json``, as the shipped files have) DSRL's values can lie outside the
+file's returns altogether (CarCircle: targets 450-550, returns -2..40), so the target is read off
+the file the same way: `dataset_target_return`.
 
 A return-conditioned policy needs each step's reward and cost: bench.evaluation gives them through
 the optional hooks ``begin(num_envs)`` / ``observe(rewards, costs, done)`` (closed loop, OSRL's
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Sequence
 
 import numpy as np
@@ -137,9 +142,13 @@ class CDTConfig:
     cgap: float = 5.0
     rstd: float = 1.0
     cstd: float = 0.2
-    #: Reward return the policy is conditioned on; None = OSRL's per-task target for the threshold
-    #: (the target_returns entry with that cost, else the nearest one).
+    #: Reward return the policy is conditioned on; None = from ``target_source``.
     target_return: float | None = None
+    #: Where the target return comes from when target_return is None: "osrl" = OSRL's per-task
+    #: target for the threshold (the target_returns entry with that cost, else the nearest one);
+    #: "dataset" = `dataset_target_return` of the file used; "auto" = "osrl" on DSRL's files,
+    #: "dataset" on a file this project collected (it has a collection card).
+    target_source: str = "auto"
     #: None = the profile's train_steps (OSRL: 100k = the paper profile).
     update_steps: int | None = None
     #: Caps on CPU, where one step at batch 2048 takes about 30 s on one core of this machine
@@ -158,6 +167,39 @@ def target_return_for(per_task: _PerTask | None, threshold: float) -> float:
     exact = np.flatnonzero(costs == threshold)
     i = int(exact[0]) if len(exact) else int(np.argmin(np.abs(costs - threshold)))
     return float(per_task.target_returns[i][0])
+
+
+TARGET_SOURCES = ("auto", "osrl", "dataset")
+
+
+def dataset_target_return(episode_returns: np.ndarray, episode_costs: np.ndarray, threshold: float) -> float:
+    """The target return read off a dataset: the highest return among the episodes whose cost is
+    within the threshold (the top of the file's safe frontier, where OSRL's per-task targets sit on
+    DSRL's files); when no episode is that safe, the highest return among the cheapest episodes."""
+    returns, costs = np.asarray(episode_returns, float), np.asarray(episode_costs, float)
+    if not len(returns):
+        raise BadInput("cdt: the dataset has no episode to read a target return from")
+    safe = costs <= threshold
+    return float(returns[safe].max() if safe.any() else returns[costs == costs.min()].max())
+
+
+def is_collected_here(path: Any) -> bool:
+    """Whether a dataset file was collected by this project (`presa-bench collect` writes a card next to it)."""
+    return path is not None and Path(path).with_suffix(".json").is_file()
+
+
+def resolve_target_return(config: "CDTConfig", per_task: _PerTask | None, threshold: float, dataset: Any) -> tuple[float, str]:
+    """(target return, where it came from) for ``config.target_source``; see CDTConfig.target_source."""
+    if config.target_return is not None:
+        return float(config.target_return), "set"
+    source = config.target_source
+    if source not in TARGET_SOURCES:
+        raise BadInput(f"cdt: target_source '{source}' is unknown: choose {', '.join(TARGET_SOURCES)}")
+    if source == "auto":
+        source = "dataset" if is_collected_here(getattr(dataset, "path", None)) else "osrl"
+    if source == "osrl":
+        return target_return_for(per_task, threshold), "osrl"
+    return dataset_target_return(dataset.episode_returns, dataset.episode_costs, threshold), "dataset"
 
 
 class CDTPolicy:
@@ -278,19 +320,21 @@ class CDT(Algorithm):
             config.seq_len, config.deg = per_task.seq_len, per_task.deg
             config.max_reward, config.max_rew_decrease, config.min_reward = (
                 per_task.max_reward, per_task.max_rew_decrease, per_task.min_reward)
-        config = oc.apply_overrides(config, spec.overrides, cls.name)
-        if config.target_return is None:
-            config.target_return = target_return_for(per_task, spec.threshold)
-        return config
+        return oc.apply_overrides(config, spec.overrides, cls.name)
 
     @classmethod
     def learner(cls, specs: Sequence[TrainSpec], inputs_list: Sequence[TrainInputs]) -> Learner:
         spec, inputs = specs[0], inputs_list[0]
-        return cdt_learner(spec, cls.config_for(spec), oc.ground_truth_dict(cls.name, inputs), cls.name)
+        config = cls.config_for(spec)
+        data = oc.ground_truth_dict(cls.name, inputs)
+        config.target_return, source = resolve_target_return(config, PER_TASK.get(spec.task.env_id), spec.threshold, inputs.dataset)
+        return cdt_learner(spec, config, data, cls.name, target_source=source)
 
 
-def cdt_learner(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: str) -> oc.OSRLLearner:
-    """train_cdt.py's sequence: seed_all, CDT, CDTTrainer, SequenceDataset, DataLoader; a step is one train_one_step."""
+def cdt_learner(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: str, target_source: str = "set") -> oc.OSRLLearner:
+    """train_cdt.py's sequence: seed_all, CDT, CDTTrainer, SequenceDataset, DataLoader; a step is one
+    train_one_step. ``config.target_return`` must be set (`resolve_target_return`); ``target_source``
+    says where it came from, for the run's info."""
     oc.import_osrl()
     from osrl.algorithms import CDT as OsrlCDT
     from osrl.algorithms import CDTTrainer
@@ -354,7 +398,7 @@ def cdt_learner(spec: TrainSpec, config: CDTConfig, data: dict[str, Any], name: 
         return CDTPolicy(model, float(config.target_return), spec.threshold, config.reward_scale,
                          config.cost_scale, episode_len, spec.device)
 
-    info = {"target_return": float(config.target_return), "target_cost": float(spec.threshold),
+    info = {"target_return": float(config.target_return), "target_source": target_source, "target_cost": float(spec.threshold),
             "augmented_episodes": len(dataset.aug_data), "batch_size": batch_size, **oc.budget_info(planned, note)}
     return oc.OSRLLearner(model, trainer, logger, step, make_policy, steps, info)
 

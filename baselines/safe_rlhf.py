@@ -212,7 +212,9 @@ class SafeRLHF(Algorithm):
             config.model_steps = max(200, spec.profile.train_steps // 5)
         rl_overrides = {k: v for k, v in spec.overrides.items() if k in stage2_keys}
         rl_overrides.update({k[len(RL_PREFIX):]: v for k, v in spec.overrides.items() if k.startswith(RL_PREFIX)})
-        rl_config = CONSTRAINED[config.offline_rl][0](episode_len=spec.task.episode_length)
+        # stage 2's steps come from the profile or the budget protocol (update_steps), not from the
+        # stage-2 algorithm's own CPU cap (BCQ-Lag's 1,000 steps); `--set cpu_max_steps=N` still caps
+        rl_config = CONSTRAINED[config.offline_rl][0](episode_len=spec.task.episode_length, cpu_max_steps=None)
         oc.apply_overrides(rl_config, rl_overrides, f"safe-rlhf's {config.offline_rl} (rl.*)")
         config.rl = vars(rl_config)
         return config

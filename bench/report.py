@@ -15,9 +15,14 @@ Conventions (DSRL, TraC, FISOR tables; see docs/harness.md):
 Budgets come from each cell's record: its steps, the batch it trained with (``info.batch_size``
 or its config at the budget's batch key), the protocol's planned steps and the published budget
 that the sweep stored (``config.budget``); configs/budgets.yaml fills in records without one.
-Aggregates (bench.stats, rliable's definitions) use a runs x tasks matrix whose runs are the cells
-(threshold, seed) of a task: IQM of reward and cost, the share of safe runs, the reward among safe
-runs, and the probability of improvement of a reference method (``--reference``, default presa).
+Aggregates (bench.stats, rliable's definitions) use strata (task, threshold) whose runs are the
+seeds: IQM of reward and cost, the share of safe runs, the reward among safe runs, and the
+probability of improvement of a reference method (``--reference``, default presa) over runs matched
+by (task, threshold, seed). Below stats.MIN_SEEDS seeds per stratum no interval, probability of
+improvement or best method is given; every table shows n (seeds). A cell below its method's
+published budget whose evaluation curve still moves at its end is "not converged" (`with_convergence`):
+no best method is named in its row and the summary draws no conclusion from it. Figures are sized
+for a paper and captioned with profile, budget and n (`FigureContext`).
 """
 
 from __future__ import annotations
@@ -111,6 +116,53 @@ def cell_budget(algorithm: str, steps: Any, config: dict[str, Any], info: dict[s
     }
 
 
+#: The "not converged" rule (docs/harness.md, "Convergence"): a cell trained for less than its method's
+#: published budget counts as converged only when its online-evaluation curve is flat at the end:
+#: over the last TAIL_FRACTION of its steps, normalized reward moved by at most FLAT_REWARD and
+#: normalized cost by at most FLAT_COST. A cell without two evaluations to compare cannot show it.
+TAIL_FRACTION = 0.2
+FLAT_REWARD = 0.05
+FLAT_COST = 0.1
+NOT_CONVERGED = "not converged"
+
+
+def _tail_change(points) -> float | None:  # type: ignore[no-untyped-def]
+    """|value at the last step - value at the last step <= (1 - TAIL_FRACTION) x that step|; None
+    when there is no such earlier evaluation."""
+    points = points.sort_values("step")
+    last = float(points["step"].iloc[-1])
+    before = points[points["step"] <= (1.0 - TAIL_FRACTION) * last]
+    if before.empty or last <= 0:
+        return None
+    return abs(float(points["value"].iloc[-1]) - float(before["value"].iloc[-1]))
+
+
+def curve_flat(curve) -> bool:  # type: ignore[no-untyped-def]
+    """Whether one cell's evaluation curve (long form: step, metric, value) is flat at its end by
+    the rule above; False when it has too few evaluations to tell."""
+    names = sorted(curve["metric"].unique()) if len(curve) else []
+    for pattern, tolerance in (("normalized_reward", FLAT_REWARD), ("normalized_cost", FLAT_COST)):
+        metric = _curve_metric(names, pattern)
+        change = _tail_change(curve[curve["metric"] == metric]) if metric is not None else None
+        if change is None or change > tolerance:
+            return False
+    return True
+
+
+def with_convergence(cells, curves):  # type: ignore[no-untyped-def]
+    """``cells`` with a ``converged`` column: at (or above) the method's published budget, or below
+    it with a flat evaluation curve (`curve_flat` on ``curves``, the store's learning curves)."""
+    import pandas as pd
+
+    cells = cells.copy()
+    evaluations = curves[curves["source"] == "eval"] if len(curves) and "source" in curves else curves
+    by_cell = dict(tuple(evaluations.groupby("cell_id"))) if len(evaluations) else {}
+    share = pd.to_numeric(cells["paper_share"], errors="coerce").to_numpy(float) if "paper_share" in cells else np.full(len(cells), np.nan)
+    cells["converged"] = [bool(s >= 1.0 - 1e-9) or (cid in by_cell and curve_flat(by_cell[cid]))
+                          for cid, s in zip(cells["cell_id"], share)]
+    return cells
+
+
 META = ("profile", "feedback", "dataset_path", "dataset_hash", "device", "steps", "config_json", "info_json")
 
 
@@ -159,7 +211,8 @@ def with_group_columns(cells):  # type: ignore[no-untyped-def]
     if "dataset_hash" not in cells:
         cells["dataset_hash"] = ""
     for name, value in (("steps", None), ("batch", None), ("paper_share", None), ("capped", False), ("cap_note", ""),
-                        ("paper_steps", None), ("paper_batch", None), ("paper_source", ""), ("unit", "")):
+                        ("paper_steps", None), ("paper_batch", None), ("paper_source", ""), ("unit", ""),
+                        ("converged", True)):
         if name not in cells:
             cells[name] = value
     return cells
@@ -257,6 +310,8 @@ class BudgetSummary:
     batch: tuple[int, int] | None
     share: tuple[float, float] | None
     capped: bool
+    #: False when some cell is not converged (`with_convergence`).
+    converged: bool = True
 
     @staticmethod
     def _span(values: list[Any]) -> tuple[Any, Any] | None:
@@ -268,7 +323,8 @@ class BudgetSummary:
         steps = cls._span([_as_int(s) or 0 for s in cells["steps"]]) or (0, 0)
         batch = cls._span([_as_int(b) for b in cells["batch"]])
         share = cls._span([float(s) if s is not None else None for s in cells["paper_share"]])
-        return cls(steps, batch, share, bool(cells["capped"].astype(bool).any()))
+        converged = bool(cells["converged"].astype(bool).all()) if "converged" in cells else True
+        return cls(steps, batch, share, bool(cells["capped"].astype(bool).any()), converged)
 
     def text(self, mark: bool = True) -> str:
         def span(v: tuple[Any, Any], fmt: str) -> str:
@@ -277,7 +333,7 @@ class BudgetSummary:
         out = span(self.steps, ",") + (f"×{span(self.batch, 'd')}" if self.batch else "")
         if self.share is not None:
             out += f" ({_pct(self.share[0])}" + ("" if self.share[0] == self.share[1] else f"-{_pct(self.share[1])}") + ")"
-        return out + (CAP_MARK if self.capped and mark else "")
+        return out + (CAP_MARK if self.capped and mark else "") + ("" if self.converged else f", {NOT_CONVERGED}")
 
 
 def _pct(x: float) -> str:
@@ -293,6 +349,12 @@ class Entry:
     best: bool = False
     budget: BudgetSummary | None = None
     runs: int = 0
+    #: n: the fewest seeds of any threshold of the entry's task(s) (`seeds_per_cell`).
+    seeds: int = 0
+
+    @property
+    def converged(self) -> bool:
+        return self.budget is None or self.budget.converged
 
 
 @dataclass
@@ -340,9 +402,17 @@ def table_header(group: Group | None, checkpoint: str = "final") -> str:
     )
 
 
+def seeds_per_cell(sub) -> int:  # type: ignore[no-untyped-def]
+    """The fewest seeds of any (task, threshold) cell among a method's cells ``sub``."""
+    return int(sub.groupby(["task", "threshold"])["seed"].nunique().min()) if len(sub) else 0
+
+
 def _mark_best(row: Row) -> None:
+    """Highlight the safe entry with the highest reward, unless some entry of the row rests on fewer
+    than stats.MIN_SEEDS seeds per threshold or is not converged (then the row names no best method:
+    the comparison would rest on it)."""
     safe = [e for e in row.entries.values() if e.safe]
-    if safe:
+    if safe and all(e.seeds >= stats.MIN_SEEDS and e.converged for e in row.entries.values()):
         top = max(e.reward for e in safe)
         for e in safe:
             e.best = bool(np.isclose(e.reward, top))
@@ -350,7 +420,7 @@ def _mark_best(row: Row) -> None:
 
 def _entry(sub) -> Entry:  # type: ignore[no-untyped-def]
     r, c = float(sub["normalized_reward"].mean()), float(sub["normalized_cost"].mean())
-    return Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub))
+    return Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub), seeds=seeds_per_cell(sub))
 
 
 def comparison_table(cells, reference: str | None = None, group: Group | None = None, checkpoint: str = "final") -> ComparisonTable:  # type: ignore[no-untyped-def]
@@ -391,7 +461,8 @@ def comparison_table(cells, reference: str | None = None, group: Group | None = 
                 r = float(np.mean([e.reward for e in per_task]))
                 c = float(np.mean([e.cost for e in per_task]))
                 sub = cells[(cells["task"].isin(averaged)) & (cells["algorithm"] == method)]
-                average.entries[method] = Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub))
+                average.entries[method] = Entry(r, c, bool(c <= SAFE_LIMIT), budget=BudgetSummary.of(sub), runs=len(sub),
+                                                seeds=seeds_per_cell(sub))
         _mark_best(average)
         rows.append(average)
     table = ComparisonTable(methods, rows, group, checkpoint, common, left_out)
@@ -399,11 +470,33 @@ def comparison_table(cells, reference: str | None = None, group: Group | None = 
     return table
 
 
+#: Profiles whose tables check that the pipeline runs, not how methods compare.
+PLUMBING_PROFILES = ("smoke",)
+
+
+def few_seeds(table: ComparisonTable) -> bool:
+    """Whether some entry rests on fewer than stats.MIN_SEEDS seeds per threshold."""
+    return any(e.seeds < stats.MIN_SEEDS for r in table.rows for e in r.entries.values())
+
+
 def footnotes(cells, table: ComparisonTable) -> list[str]:  # type: ignore[no-untyped-def]
-    notes = [
+    notes = []
+    if table.group is not None and table.group.profile in PLUMBING_PROFILES:
+        notes.append(f"PLUMBING CHECK ONLY: profile {table.group.profile} trains at tiny budgets to check that the "
+                     "pipeline runs; its numbers say nothing about the methods.")
+    notes.append("n = seeds per (task, threshold) cell (the fewest of the entry's cells)."
+                 + (f" n < {stats.MIN_SEEDS} seeds: no intervals, probabilities of improvement or best method are given."
+                    if few_seeds(table) else ""))
+    notes.append(
         "Budget = gradient steps × batch (per step) that the run trained with; (x%) = its share of the method's "
         "published steps × batch; " + CAP_MARK + " = cut by a CPU cap (below)."
-    ]
+    )
+    if any(not e.converged for r in table.rows for e in r.entries.values()):
+        notes.append(f"{NOT_CONVERGED}: below the published budget, and the online evaluation's normalized reward moved "
+                     f"by more than {FLAT_REWARD:g} or its cost by more than {FLAT_COST:g} over the last "
+                     f"{TAIL_FRACTION:.0%} of the steps (or there were too few evaluations to tell). Such an entry's "
+                     "numbers are not the method's: no best method is named in its row and the summary draws no "
+                     "conclusion from it.")
     if table.left_out:
         missing = "; ".join(f"{t} (missing: {', '.join(ms)})" for t, ms in table.left_out.items())
         notes.append(f"Averages are over the {len(table.common_tasks)} task(s) every method has; left out: {missing}.")
@@ -430,7 +523,8 @@ def rich_table(table: ComparisonTable, title: str | None = None):  # type: ignor
 
     out = Table(
         title=title or "Normalized reward / cost and budget",
-        caption="reward / cost (normalized; cost <= 1 is safe); 2nd line: steps×batch (share of the published budget)"
+        caption="reward / cost (normalized; cost <= 1 is safe), n = seeds per threshold; 2nd line: steps×batch "
+        "(share of the published budget)"
         f"{CAP_MARK}=capped. bold = safe, gray = unsafe, blue = safe with the highest reward",
     )
     out.add_column("Task")
@@ -444,7 +538,7 @@ def rich_table(table: ComparisonTable, title: str | None = None):  # type: ignor
                 cells.append("[grey50]missing[/]")
                 continue
             style = "bold blue" if e.best else ("bold" if e.safe else "grey50")
-            cells.append(f"[{style}]{e.reward:.2f} / {e.cost:.2f}[/]\n[dim]{e.budget.text() if e.budget else ''}[/]")
+            cells.append(f"[{style}]{e.reward:.2f} / {e.cost:.2f}[/] [dim]n={e.seeds}[/]\n[dim]{e.budget.text() if e.budget else ''}[/]")
         label = f"[bold]{row.label}[/]" if row.is_average else row.label
         out.add_row(label, *cells, end_section=row.is_average)
     return out
@@ -458,17 +552,17 @@ def markdown_table(table: ComparisonTable) -> str:
             return f"**{value}**"
         return f'<span style="color:gray">{value}</span>'
 
-    header = "| Task | " + " | ".join(f"{m} reward ↑ | {m} cost ↓ | {m} budget" for m in table.methods) + " |"
-    lines = [f"**{table.header()}**", "", header, "|---|" + "---:|---:|---:|" * len(table.methods)]
+    header = "| Task | " + " | ".join(f"{m} reward ↑ | {m} cost ↓ | {m} n | {m} budget" for m in table.methods) + " |"
+    lines = [f"**{table.header()}**", "", header, "|---|" + "---:|---:|---:|---:|" * len(table.methods)]
     for row in table.rows:
         label = f"**{row.label}**" if row.is_average else row.label
         cells = []
         for method in table.methods:
             e = row.entries.get(method)
             if e is None:
-                cells += ["missing", "missing", "-"]
+                cells += ["missing", "missing", "-", "-"]
             else:
-                cells += [fmt(e, f"{e.reward:.2f}"), fmt(e, f"{e.cost:.2f}"), e.budget.text() if e.budget else "-"]
+                cells += [fmt(e, f"{e.reward:.2f}"), fmt(e, f"{e.cost:.2f}"), str(e.seeds), e.budget.text() if e.budget else "-"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
@@ -502,11 +596,11 @@ def latex_table(table: ComparisonTable) -> str:
         "% Normalized reward and cost (averaged over thresholds, seeds, episodes); bold = safe (cost <= 1),",
         "% gray = unsafe, blue = safe with the highest reward. Needs \\usepackage{booktabs,xcolor}.",
         *[f"% {note}" for note in table.footnotes],
-        r"\begin{tabular}{l" + "ccc" * n + "}",
+        r"\begin{tabular}{l" + "cccc" * n + "}",
         r"\toprule",
-        " & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{_latex_escape(m)}}}" for m in table.methods) + r" \\",
-        " ".join(rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(n)),
-        "Task & " + " & ".join(r"Reward $\uparrow$ & Cost $\downarrow$ & Budget" for _ in table.methods) + r" \\",
+        " & " + " & ".join(rf"\multicolumn{{4}}{{c}}{{{_latex_escape(m)}}}" for m in table.methods) + r" \\",
+        " ".join(rf"\cmidrule(lr){{{2 + 4 * i}-{5 + 4 * i}}}" for i in range(n)),
+        "Task & " + " & ".join(r"Reward $\uparrow$ & Cost $\downarrow$ & $n$ & Budget" for _ in table.methods) + r" \\",
         r"\midrule",
     ]
     for row in table.rows:
@@ -514,9 +608,10 @@ def latex_table(table: ComparisonTable) -> str:
         for method in table.methods:
             e = row.entries.get(method)
             if e is None:
-                cells += ["--", "--", "--"]
+                cells += ["--", "--", "--", "--"]
             else:
-                cells += [fmt(e, e.reward), fmt(e, e.cost), rf"\scriptsize {_latex_escape(e.budget.text())}" if e.budget else "--"]
+                cells += [fmt(e, e.reward), fmt(e, e.cost), str(e.seeds),
+                          rf"\scriptsize {_latex_escape(e.budget.text())}" if e.budget else "--"]
         label = rf"\textbf{{{_latex_escape(row.label)}}}" if row.is_average else _latex_escape(row.label)
         lines.append(f"{label} & " + " & ".join(cells) + r" \\")
         if row.is_average:
@@ -528,47 +623,84 @@ def latex_table(table: ComparisonTable) -> str:
 
 
 # --------------------------------------------------------------------------------- aggregates
-def score_columns(cells, method: str, value: str, tasks: list[str]) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
-    """Per-task arrays of a method's per-cell scores (the runs x tasks matrix, possibly ragged),
-    each in (threshold, seed) order so that aligned score sets share runs."""
-    sub = cells[cells["algorithm"] == method].sort_values(["threshold", "seed"])
-    return [sub.loc[sub["task"] == t, value].to_numpy(float) for t in tasks]
+Stratum = tuple[str, float]
+
+
+def common_strata(cells, methods: list[str]) -> list[Stratum]:  # type: ignore[no-untyped-def]
+    """The (task, threshold) strata every method has, sorted: a run is only ever compared or
+    resampled within its task AND threshold."""
+    have = [set(zip(cells.loc[cells["algorithm"] == m, "task"], cells.loc[cells["algorithm"] == m, "threshold"].astype(float)))
+            for m in methods]
+    return sorted(set.intersection(*have)) if have else []
+
+
+def score_columns(cells, method: str, value: str, strata: list[Stratum]) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    """Per-(task, threshold) arrays of a method's per-cell scores, each in seed order."""
+    sub = cells[cells["algorithm"] == method].sort_values("seed")
+    return [sub.loc[(sub["task"] == t) & np.isclose(sub["threshold"].astype(float), k), value].to_numpy(float) for t, k in strata]
+
+
+def matched_columns(cells, x: str, y: str, value: str, strata: list[Stratum]) -> tuple[list[np.ndarray], list[np.ndarray]]:  # type: ignore[no-untyped-def]
+    """Per stratum, the scores of x's and y's runs that share task, threshold AND seed (matched
+    pairs, aligned); runs without a partner are left out."""
+    xs, ys = [], []
+    for task, threshold in strata:
+        at = cells[(cells["task"] == task) & np.isclose(cells["threshold"].astype(float), threshold)]
+        pair = at[at["algorithm"] == x][["seed", value]].merge(at[at["algorithm"] == y][["seed", value]], on="seed").sort_values("seed")
+        xs.append(pair[f"{value}_x"].to_numpy(float))
+        ys.append(pair[f"{value}_y"].to_numpy(float))
+    return xs, ys
+
+
+def _fewest(columns: list[np.ndarray]) -> int:
+    return min((len(c) for c in columns), default=0)
 
 
 def aggregates(cells, reference: str | None = None, reps: int = stats.DEFAULT_REPS, seed: int = 0):  # type: ignore[no-untyped-def]
-    """Per method, over the tasks every method has (runs = (threshold, seed) cells):
+    """Per method, over the (task, threshold) strata every method has (runs = seeds):
     IQM of normalized reward and cost, share of safe runs, mean reward among safe runs (each with a
-    95% stratified-bootstrap CI), and the reference's probability of improvement over each other
-    method on reward (higher) and cost (lower). ``reference`` None = presa when it is in the table."""
+    95% stratified-bootstrap CI, resampling seeds within each stratum), and the reference's
+    probability of improvement over each other method on reward (higher) and cost (lower), over
+    runs matched by (task, threshold, seed). ``seeds`` = the fewest seeds of any stratum; below
+    stats.MIN_SEEDS the row has point estimates only: no interval and no probability of improvement.
+    ``reference`` None = presa when it is in the table. Returns (frame, the strata's tasks)."""
     import pandas as pd
 
     methods = method_order(cells["algorithm"], reference)
     ref = reference if reference is not None else DEFAULT_REFERENCE
-    tasks = sorted(set.intersection(*(set(cells.loc[cells["algorithm"] == m, "task"]) for m in methods)))
+    strata = common_strata(cells, methods)
+    tasks = sorted({t for t, _ in strata})
     rows: list[dict[str, Any]] = []
-    if not tasks:
+    if not strata:
         return pd.DataFrame(rows), tasks
     has_ref = ref in methods
     for method in methods:
-        rewards = score_columns(cells, method, "normalized_reward", tasks)
-        costs = score_columns(cells, method, "normalized_cost", tasks)
-        row: dict[str, Any] = {"method": method, "tasks": len(tasks), "runs": int(sum(len(c) for c in rewards))}
+        rewards = score_columns(cells, method, "normalized_reward", strata)
+        costs = score_columns(cells, method, "normalized_cost", strata)
+        seeds = _fewest(rewards)
+        row: dict[str, Any] = {"method": method, "tasks": len(tasks), "strata": len(strata), "seeds": seeds,
+                               "runs": int(sum(len(c) for c in rewards))}
 
-        def put(name: str, interval: stats.Interval) -> None:
-            row.update({name: interval.point, f"{name}_low": interval.low, f"{name}_high": interval.high})
+        def put(name: str, interval: stats.Interval, n: int) -> None:
+            enough = n >= stats.MIN_SEEDS
+            row.update({name: interval.point, f"{name}_low": interval.low if enough else np.nan,
+                        f"{name}_high": interval.high if enough else np.nan})
 
-        put("iqm_reward", stats.stratified_bootstrap_ci(rewards, "iqm", reps=reps, seed=seed))
-        put("iqm_cost", stats.stratified_bootstrap_ci(costs, "iqm", reps=reps, seed=seed))
-        put("safe_share", stats.safe_share_ci(costs, SAFE_LIMIT, reps=reps, seed=seed))
-        put("reward_if_safe", stats.reward_among_safe_ci(rewards, costs, SAFE_LIMIT, reps=reps, seed=seed))
+        put("iqm_reward", stats.stratified_bootstrap_ci(rewards, "iqm", reps=reps, seed=seed), seeds)
+        put("iqm_cost", stats.stratified_bootstrap_ci(costs, "iqm", reps=reps, seed=seed), seeds)
+        put("safe_share", stats.safe_share_ci(costs, SAFE_LIMIT, reps=reps, seed=seed), seeds)
+        put("reward_if_safe", stats.reward_among_safe_ci(rewards, costs, SAFE_LIMIT, reps=reps, seed=seed), seeds)
         if has_ref:
             row["reference"] = ref
             if method != ref:
-                ref_r = score_columns(cells, ref, "normalized_reward", tasks)
-                ref_c = score_columns(cells, ref, "normalized_cost", tasks)
-                put("p_ref_higher_reward", stats.probability_of_improvement_ci(ref_r, rewards, reps, seed=seed))
-                # lower cost is better: P(ref's cost < method's) = P(-cost_ref > -cost_method)
-                put("p_ref_lower_cost", stats.probability_of_improvement_ci([-c for c in ref_c], [-c for c in costs], reps, seed=seed))
+                for name, value, sign in (("p_ref_higher_reward", "normalized_reward", 1.0), ("p_ref_lower_cost", "normalized_cost", -1.0)):
+                    # lower cost is better: P(ref's cost < method's) = P(-cost_ref > -cost_method)
+                    xs, ys = matched_columns(cells, ref, method, value, strata)
+                    matched = _fewest(xs)
+                    if matched >= stats.MIN_SEEDS:
+                        put(name, stats.paired_probability_of_improvement_ci([sign * x for x in xs], [sign * y for y in ys], reps, seed=seed), matched)
+                    else:
+                        row.update({name: np.nan, f"{name}_low": np.nan, f"{name}_high": np.nan})
         rows.append(row)
     return pd.DataFrame(rows), tasks
 
@@ -579,24 +711,99 @@ def summary_text(table: ComparisonTable) -> str:
     lines = [table.header()]
     for method in table.methods:
         ran = [r for r in task_rows if method in r.entries]
+        unsettled = [r.label for r in ran if not r.entries[method].converged]
+        ran = [r for r in ran if r.entries[method].converged]
         safe = [r.label for r in ran if r.entries[method].safe]
         best = [r.label for r in ran if r.entries[method].best]
         lines.append(
-            f"{method}: safe on {len(safe)}/{len(ran)} tasks; best safe reward on {len(best)}"
+            f"{method}: safe on {len(safe)}/{len(ran)} {'converged ' if unsettled else ''}tasks; best safe reward on {len(best)}"
             + (f" ({', '.join(best)})" if best else "")
+            + (f"; {NOT_CONVERGED} on {', '.join(unsettled)} (no conclusion drawn)" if unsettled else "")
         )
     for row in (r for r in table.rows if r.is_average):
         winners = [m for m, e in row.entries.items() if e.best]
-        lines.append(f"{row.label}: " + (f"best safe method {', '.join(winners)}" if winners else "no method is safe on average"))
+        if winners:
+            verdict = f"best safe method {', '.join(winners)}"
+        elif row.entries and min(e.seeds for e in row.entries.values()) < stats.MIN_SEEDS:
+            verdict = f"no best method named: n < {stats.MIN_SEEDS} seeds per threshold"
+        elif not all(e.converged for e in row.entries.values()):
+            verdict = f"no best method named: some method is {NOT_CONVERGED}"
+        else:
+            verdict = "no method is safe on average"
+        lines.append(f"{row.label}: {verdict}")
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------- plots
+#: Figures are sized for a paper: at most PAPER_WIDTH inches wide (a two-column page's full width; a
+#: single panel fits a 3.5-inch column), every font >= 8 pt, so they stay readable when printed.
+PAPER_WIDTH = 7.0
+PAPER_RC = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
+            "legend.fontsize": 8, "figure.titlesize": 9, "savefig.bbox": "tight"}
+#: A normalized reward axis spans at least [0, 1] and a cost axis at least [0, 1.2], so a gap of a
+#: few hundredths between methods is drawn as small as it is, never blown up to fill the panel.
+REWARD_SPAN = (0.0, 1.0)
+COST_SPAN = (0.0, 1.2)
+#: Behind a label drawn over data, so lines never run through it.
+LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0}
+
+
+@dataclass(frozen=True)
+class FigureContext:
+    """What every figure states: profile, budget per method and the number of seeds (n)."""
+
+    profile: str
+    protocol: str
+    budgets: dict[str, str]
+    seeds: dict[str, int]
+
+    @classmethod
+    def of(cls, cells, group: Group | None = None) -> "FigureContext":  # type: ignore[no-untyped-def]
+        cells = with_group_columns(cells)
+        methods = method_order(cells["algorithm"])
+        profile = group.profile if group is not None else "/".join(sorted(set(cells["profile"])))
+        protocol = group.budget if group is not None else "/".join(sorted(set(cells["budget"])))
+        subs = {m: cells[cells["algorithm"] == m] for m in methods}
+        return cls(profile, protocol, {m: BudgetSummary.of(s).text() for m, s in subs.items()},
+                   {m: seeds_per_cell(s) for m, s in subs.items()})
+
+    @property
+    def fewest_seeds(self) -> int:
+        return min(self.seeds.values(), default=0)
+
+    def seeds_text(self) -> str:
+        values = sorted(set(self.seeds.values()))
+        if len(values) == 1:
+            return f"n = {values[0]} seed{'s' if values[0] != 1 else ''} per (task, threshold)"
+        return "n = " + ", ".join(f"{n} ({m})" for m, n in self.seeds.items()) + " seeds per (task, threshold)"
+
+    def caption(self, bars: str) -> str:
+        """The caption line: profile, budget, n, and what the error bars are (none below stats.MIN_SEEDS)."""
+        plumbing = " (PLUMBING CHECK ONLY: numbers mean nothing)" if self.profile in PLUMBING_PROFILES else ""
+        budget = "; ".join(f"{m} {b}" for m, b in self.budgets.items())
+        errors = (f"no error bars: n < {stats.MIN_SEEDS} seeds" if self.fewest_seeds < stats.MIN_SEEDS else bars)
+        return f"Profile {self.profile}{plumbing}. Budget protocol {self.protocol}: {budget}. {self.seeds_text()}; {errors}."
+
+
+def _caption(fig, text: str, warning: str = "") -> None:  # type: ignore[no-untyped-def]
+    """The caption under the figure, wrapped to its width (kept inside the saved image by the tight
+    bbox), after a red ``warning`` when there is one."""
+    import textwrap
+
+    width, height = fig.get_size_inches()
+    top = -0.01
+    if warning:
+        lines = textwrap.fill(warning, width=int(width * 17))
+        fig.text(0.01, top, lines, ha="left", va="top", fontsize=8, color="red")
+        top -= (lines.count("\n") + 1) * 8 * 1.3 / 72 / height  # the warning's height in figure units
+    fig.text(0.01, top, textwrap.fill(text, width=int(width * 17)), ha="left", va="top", fontsize=8)
+
+
 def _save(fig, out_dir: Path, name: str) -> list[Path]:  # type: ignore[no-untyped-def]
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+        fig.savefig(path, dpi=200, bbox_inches="tight")
         paths.append(path)
     return paths
 
@@ -607,26 +814,64 @@ def _palette(methods: list[str]) -> dict[str, Any]:
     return dict(zip(methods, sns.color_palette("tab10", max(10, len(methods)))))
 
 
-def _legend(fig, methods: list[str], palette: dict[str, Any], marker: str = "o") -> None:  # type: ignore[no-untyped-def]
+def _legend(fig, methods: list[str], palette: dict[str, Any], marker: str = "o", extra: list[Any] | None = None) -> None:  # type: ignore[no-untyped-def]
     import matplotlib.pyplot as plt
 
     handles = [plt.Line2D([], [], marker=marker, linestyle="-" if marker == "" else "", color=palette[m],
                           markeredgecolor="black", label=m) for m in methods]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(methods), 9), bbox_to_anchor=(0.5, 1.0), frameon=False)
+    handles += extra or []
+    per_row = max(2, int(fig.get_size_inches()[0] // 1.6))  # as many entries as fit the figure's width
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), per_row), bbox_to_anchor=(0.5, 1.0), frameon=False)
 
 
-def plot_reward_cost(cells, out_dir: Path, reference: str | None = None, title: str = "") -> list[Path]:  # type: ignore[no-untyped-def]
-    """Per task: every cell (marker = threshold) and the method's mean; the threshold line at cost 1."""
+def _span(values: np.ndarray, floor: tuple[float, float], pad: float = 0.05) -> tuple[float, float]:
+    """Axis limits covering the data and at least ``floor``, padded by ``pad`` of the span."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    low = min(floor[0], float(values.min())) if values.size else floor[0]
+    high = max(floor[1], float(values.max())) if values.size else floor[1]
+    margin = pad * (high - low)
+    return low - margin, high + margin
+
+
+def _threshold_line(ax, vertical: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """The cost threshold (normalized cost 1), labelled inside the axes so the label is never clipped."""
+    if vertical:
+        ax.axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.text(SAFE_LIMIT, 0.98, "threshold", color="red", rotation=90, ha="right", va="top", fontsize=8,
+                transform=ax.get_xaxis_transform(), bbox=LABEL_BOX)
+    else:
+        ax.axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.text(0.01, SAFE_LIMIT, "threshold", color="red", ha="left", va="bottom", fontsize=8,
+                transform=ax.get_yaxis_transform(), bbox=LABEL_BOX)
+
+
+def _seed_means(sub, value: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Per seed, the mean of ``value`` over the seed's cells (its thresholds): the runs to spread over."""
+    return sub.groupby("seed")[value].mean().to_numpy(float)
+
+
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean; NaN below stats.MIN_SEEDS values (no error bar)."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) >= stats.MIN_SEEDS else float("nan")
+
+
+def plot_reward_cost(cells, out_dir: Path, reference: str | None = None, title: str = "",  # type: ignore[no-untyped-def]
+                     context: FigureContext | None = None) -> list[Path]:
+    """Per task: every cell (small marker, shape = threshold), the method's mean over its cells (large
+    circle) with +-1 standard error over seeds (each seed averaged over its thresholds), the threshold
+    line at normalized cost 1; axes span at least reward [0, 1] and cost [0, 1.2]."""
     import matplotlib.pyplot as plt
 
+    context = context or FigureContext.of(cells)
     tasks = list(dict.fromkeys(cells["task"]))
     methods = method_order(cells["algorithm"], reference)
     palette = _palette(methods)
     thresholds = sorted(cells["threshold"].unique())
     markers = dict(zip(thresholds, "^sDvP*X"))
-    cols = min(3, len(tasks))
+    cols = min(2, len(tasks))
     rows = int(np.ceil(len(tasks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.5 * cols, 3.0 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         sub = cells[cells["task"] == task]
         for method in methods:
@@ -634,47 +879,61 @@ def plot_reward_cost(cells, out_dir: Path, reference: str | None = None, title: 
             if m.empty:
                 continue
             for k, mk in m.groupby("threshold"):
-                ax.scatter(mk["normalized_cost"], mk["normalized_reward"], color=palette[method], alpha=0.45, s=22,
+                ax.scatter(mk["normalized_cost"], mk["normalized_reward"], color=palette[method], alpha=0.45, s=14,
                            marker=markers.get(k, "o"))
-            ax.scatter(m["normalized_cost"].mean(), m["normalized_reward"].mean(), color=palette[method], s=90,
-                       edgecolor="black", zorder=3)
-        ax.axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+            x_err = _standard_error(_seed_means(m, "normalized_cost"))
+            y_err = _standard_error(_seed_means(m, "normalized_reward"))
+            ax.errorbar(m["normalized_cost"].mean(), m["normalized_reward"].mean(),
+                        xerr=None if np.isnan(x_err) else x_err, yerr=None if np.isnan(y_err) else y_err,
+                        fmt="o", color=palette[method], markersize=8, markeredgecolor="black", capsize=3, zorder=3)
+        ax.set_xlim(*_span(sub["normalized_cost"].to_numpy(float), COST_SPAN))
+        ax.set_ylim(*_span(sub["normalized_reward"].to_numpy(float), REWARD_SPAN))
         ax.axvspan(ax.get_xlim()[0], SAFE_LIMIT, color="green", alpha=0.05)
-        ax.text(SAFE_LIMIT, ax.get_ylim()[1], " threshold κ (cost 1)", color="red", va="top", fontsize=8)
+        _threshold_line(ax)
         ax.set_title(task)
         ax.set_xlabel("normalized cost (cost / κ)")
         ax.set_ylabel("normalized reward")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=palette[m], markeredgecolor="black", label=m) for m in methods]
-    handles += [plt.Line2D([], [], marker=markers[k], linestyle="", color="gray", label=f"κ={k:g}") for k in thresholds]
+    extra = [plt.Line2D([], [], marker=markers[k], linestyle="", color="gray", alpha=0.6, label=f"one run, κ={k:g}")
+             for k in thresholds]
+    extra.append(plt.Line2D([], [], marker="o", linestyle="", color="white", markeredgecolor="black", markersize=8,
+                            label="mean over runs"))
     if title:
-        axes.flat[0].figure.suptitle(title, y=1.08, fontsize=9)
+        fig.suptitle(title, y=1.12)
     fig.tight_layout()
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), bbox_to_anchor=(0.5, 1.0), frameon=False)
+    _legend(fig, methods, palette, extra=extra)
+    _caption(fig, context.caption("large circles: mean over runs ± 1 standard error over seeds"))
     paths = _save(fig, out_dir, "reward_vs_cost")
     plt.close(fig)
     return paths
 
 
-def plot_threshold_bars(cells, out_dir: Path, reference: str | None = None, seed: int = 0) -> list[Path]:  # type: ignore[no-untyped-def]
-    """Per threshold and method: mean normalized reward and cost with 95% bootstrap CIs over cells."""
+def plot_threshold_bars(cells, out_dir: Path, reference: str | None = None, seed: int = 0,  # type: ignore[no-untyped-def]
+                        context: FigureContext | None = None) -> list[Path]:
+    """Per threshold and method: mean normalized reward and cost over seeds, ± 1 standard error
+    (none below stats.MIN_SEEDS seeds, and the caption says so)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    context = context or FigureContext.of(cells)
     methods = method_order(cells["algorithm"], reference)
     palette = _palette(methods)
     data = cells.assign(kappa=cells["threshold"].map(lambda k: f"κ={k:g}"))
     order = [f"κ={k:g}" for k in sorted(cells["threshold"].unique())]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(methods) * len(order) * 2), 3.8))
-    for ax, value, label in ((axes[0], "normalized_reward", "normalized reward ↑"), (axes[1], "normalized_cost", "normalized cost ↓")):
+    errorbar = ("se", 1) if context.fewest_seeds >= stats.MIN_SEEDS else None
+    fig, axes = plt.subplots(1, 2, figsize=(PAPER_WIDTH, 2.8))
+    for ax, value, label, span in ((axes[0], "normalized_reward", "normalized reward ↑", REWARD_SPAN),
+                                   (axes[1], "normalized_cost", "normalized cost ↓", COST_SPAN)):
         sns.barplot(data=data, x="kappa", y=value, order=order, hue="algorithm", hue_order=methods, palette=palette,
-                    errorbar=("ci", 95), n_boot=2000, seed=seed, ax=ax, legend=False, capsize=0.1, err_kws={"linewidth": 1})
-        ax.set_ylabel(f"{label}\n(mean, 95% bootstrap CI over cells)")
+                    errorbar=errorbar, seed=seed, ax=ax, legend=False, capsize=0.1, err_kws={"linewidth": 1})
+        ax.set_ylabel(label)
         ax.set_xlabel("cost threshold")
-    axes[1].axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.set_ylim(*_span(data[value].to_numpy(float), span))
+    _threshold_line(axes[1], vertical=False)
     fig.tight_layout()
     _legend(fig, methods, palette, marker="s")
+    _caption(fig, context.caption("bars: mean over seeds ± 1 standard error"))
     paths = _save(fig, out_dir, "threshold_bars")
     plt.close(fig)
     return paths
@@ -691,9 +950,12 @@ def _curve_metric(names: list[str], pattern: str) -> str | None:
 CURVE_PANELS = (("normalized reward (online evaluation)", "normalized_reward"), ("normalized cost (online evaluation)", "normalized_cost"))
 
 
-def plot_learning_curves(curves, out_dir: Path, reference: str | None = None) -> list[Path]:  # type: ignore[no-untyped-def]
+def plot_learning_curves(curves, out_dir: Path, reference: str | None = None,  # type: ignore[no-untyped-def]
+                         context: FigureContext | None = None) -> list[Path]:
     """Online-evaluation reward and cost against gradient steps, per task and method: the mean over
-    cells (markers at each evaluation) and the range over cells (band)."""
+    cells (markers at each evaluation) ± 1 standard error over cells (none below stats.MIN_SEEDS).
+    When the methods of a task trained for different numbers of steps, the figure says so in red:
+    a value at one step is then a different share of each method's budget."""
     import matplotlib.pyplot as plt
 
     if "source" in curves:
@@ -708,8 +970,13 @@ def plot_learning_curves(curves, out_dir: Path, reference: str | None = None) ->
         return []
     methods = method_order(curves["algorithm"], reference)
     palette = _palette(methods)
-    fig, axes = plt.subplots(len(tasks), len(panels), figsize=(6.0 * len(panels), 3.6 * len(tasks)), squeeze=False)
+    final_steps = curves.groupby(["task", "algorithm"])["step"].max()
+    fig, axes = plt.subplots(len(tasks), len(panels), figsize=(PAPER_WIDTH, 2.6 * len(tasks)), squeeze=False)
+    warnings_seen: list[str] = []
     for i, task in enumerate(tasks):
+        steps = final_steps[task]
+        if steps.nunique() > 1:
+            warnings_seen.append(f"{task}: " + ", ".join(f"{m} {int(s):,}" for m, s in steps.items()))
         for j, (title, metric) in enumerate(panels):
             ax = axes[i, j]
             sub = curves[(curves["task"] == task) & (curves["metric"] == metric)]
@@ -719,93 +986,125 @@ def plot_learning_curves(curves, out_dir: Path, reference: str | None = None) ->
                     continue
                 by_step = m.groupby("step")["value"]
                 mean = by_step.mean()
-                ax.plot(mean.index, mean.to_numpy(), color=palette[method], marker="o", markersize=3, linewidth=1.3)
-                if m["cell_id"].nunique() > 1:
-                    ax.fill_between(mean.index, by_step.min().to_numpy(), by_step.max().to_numpy(), color=palette[method], alpha=0.12)
+                ax.plot(mean.index, mean.to_numpy(), color=palette[method], marker="o", markersize=2.5, linewidth=1.2)
+                if m["cell_id"].nunique() >= stats.MIN_SEEDS:
+                    se = by_step.sem().to_numpy()
+                    ax.fill_between(mean.index, mean.to_numpy() - se, mean.to_numpy() + se, color=palette[method], alpha=0.15)
+            ax.set_ylim(*_span(sub["value"].to_numpy(float), COST_SPAN if "cost" in metric else REWARD_SPAN))
             if "cost" in metric:
-                ax.axhline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
-            if (sub["step"] > 0).all() and not sub.empty:
+                _threshold_line(ax, vertical=False)
+            if (sub["step"] > 0).all() and not sub.empty and steps.max() > 10 * steps.min():
                 ax.set_xscale("log")  # budgets differ by 10x and more between methods
-            ax.set_title(f"{task}: {title}", fontsize=9)
+            ax.set_title(f"{task}: {title}")
             ax.set_xlabel("gradient step")
     fig.tight_layout()
     _legend(fig, methods, palette, marker="o")
+    caption = (context or FigureContext.of(curves.drop_duplicates("cell_id"))).caption(
+        "bands: mean ± 1 standard error over runs")
+    warning = ("Warning: methods trained for different numbers of steps share an axis ("
+               + "; ".join(warnings_seen) + "): a value at one step is a different share of each one's budget."
+               if warnings_seen else "")
+    _caption(fig, caption, warning)
     paths = _save(fig, out_dir, "learning_curves")
     plt.close(fig)
     return paths
 
 
-def plot_performance_profiles(cells, out_dir: Path, tasks: list[str], reference: str | None = None,
-                              reps: int = stats.DEFAULT_REPS, seed: int = 0) -> list[Path]:  # type: ignore[no-untyped-def]
-    """rliable's performance profiles over the common tasks: the share of runs with normalized reward
-    > tau, and of runs with normalized cost <= tau, with 95% stratified-bootstrap bands."""
+def plot_performance_profiles(cells, out_dir: Path, tasks: list[str], reference: str | None = None,  # type: ignore[no-untyped-def]
+                              reps: int = stats.DEFAULT_REPS, seed: int = 0, context: FigureContext | None = None) -> list[Path]:
+    """rliable's performance profiles over the common (task, threshold) strata: the share of runs with
+    normalized reward > tau, and of runs with normalized cost <= tau, with 95% stratified-bootstrap
+    bands (none below stats.MIN_SEEDS seeds)."""
     import matplotlib.pyplot as plt
 
     if not tasks:
         return []
+    context = context or FigureContext.of(cells)
     methods = method_order(cells["algorithm"], reference)
     palette = _palette(methods)
     sub = cells[cells["task"].isin(tasks)]
     r_taus = np.linspace(min(0.0, sub["normalized_reward"].min()), max(1.0, sub["normalized_reward"].max()), 81)
     c_taus = np.linspace(0.0, max(2.0, float(np.nanpercentile(sub["normalized_cost"], 95))), 81)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(PAPER_WIDTH, 2.8))
+    strata = common_strata(sub, methods)
+    bands = context.fewest_seeds >= stats.MIN_SEEDS
     for method in methods:
-        rewards = score_columns(cells, method, "normalized_reward", tasks)
-        costs = score_columns(cells, method, "normalized_cost", tasks)
+        rewards = score_columns(cells, method, "normalized_reward", strata)
+        costs = score_columns(cells, method, "normalized_cost", strata)
         p, lo, hi = stats.performance_profile_ci(rewards, r_taus, reps=reps, seed=seed)
         axes[0].plot(r_taus, p, color=palette[method])
-        axes[0].fill_between(r_taus, lo, hi, color=palette[method], alpha=0.15)
+        if bands:
+            axes[0].fill_between(r_taus, lo, hi, color=palette[method], alpha=0.15)
         # share of runs with cost <= tau = 1 - share with cost > tau
         p, lo, hi = stats.performance_profile_ci(costs, c_taus, reps=reps, seed=seed)
         axes[1].plot(c_taus, 1 - p, color=palette[method])
-        axes[1].fill_between(c_taus, 1 - hi, 1 - lo, color=palette[method], alpha=0.15)
+        if bands:
+            axes[1].fill_between(c_taus, 1 - hi, 1 - lo, color=palette[method], alpha=0.15)
     axes[0].set_xlabel("normalized reward τ")
     axes[0].set_ylabel("fraction of runs with reward > τ")
     axes[1].set_xlabel("normalized cost τ")
     axes[1].set_ylabel("fraction of runs with cost ≤ τ")
-    axes[1].axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+    _threshold_line(axes[1])
     for ax in axes:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Performance profiles over {len(tasks)} task(s) (95% stratified bootstrap bands)", y=0.98, fontsize=9)
     fig.tight_layout()
     _legend(fig, methods, palette, marker="")
+    _caption(fig, f"Performance profiles over {len(strata)} (task, threshold) strata of {len(tasks)} task(s). "
+             + context.caption("bands: 95% stratified bootstrap"))
     paths = _save(fig, out_dir, "performance_profiles")
     plt.close(fig)
     return paths
 
 
-def plot_aggregates(agg, out_dir: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+def plot_aggregates(agg, out_dir: Path, context: FigureContext | None = None) -> list[Path]:  # type: ignore[no-untyped-def]
     """IQM reward, IQM cost, safe-run share, reward among safe runs and (with a reference) the
-    probability of improvement, each with its 95% stratified-bootstrap CI."""
+    probability of improvement, each with its 95% stratified-bootstrap CI (none below stats.MIN_SEEDS
+    seeds). Every method has a row in every panel: a method with no value there (no safe run, or no
+    probability of improvement below 3 matched seeds) is marked in place, never dropped."""
     import matplotlib.pyplot as plt
 
     if agg.empty:
         return []
-    panels = [("iqm_reward", "IQM normalized reward ↑"), ("iqm_cost", "IQM normalized cost ↓"),
-              ("safe_share", "share of safe runs ↑"), ("reward_if_safe", "mean reward of the safe runs ↑")]
+    # (column, axis label, what a missing value means, the axis' minimum span)
+    panels = [("iqm_reward", "IQM normalized reward ↑", "-", REWARD_SPAN), ("iqm_cost", "IQM normalized cost ↓", "-", COST_SPAN),
+              ("safe_share", "share of safe runs ↑", "-", (0.0, 1.0)),
+              ("reward_if_safe", "mean reward of the safe runs ↑", "no safe run", REWARD_SPAN)]
     if "p_ref_higher_reward" in agg:
-        panels += [("p_ref_higher_reward", f"P({agg['reference'].iloc[0]} reward higher)"),
-                   ("p_ref_lower_cost", f"P({agg['reference'].iloc[0]} cost lower)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 0.42 * len(agg) + 1.6), squeeze=False)
+        ref = agg["reference"].iloc[0]
+        panels += [("p_ref_higher_reward", f"P({ref} reward higher)", f"n < {stats.MIN_SEEDS}", (0.0, 1.0)),
+                   ("p_ref_lower_cost", f"P({ref} cost lower)", f"n < {stats.MIN_SEEDS}", (0.0, 1.0))]
+    cols = 3
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(PAPER_WIDTH, (0.28 * len(agg) + 1.0) * rows), squeeze=False)
     y = np.arange(len(agg))
-    for ax, (name, label) in zip(axes[0], panels):
+    is_ref = (agg["method"] == agg["reference"]).to_numpy() if "reference" in agg else np.zeros(len(agg), bool)
+    for index, (ax, (name, label, missing, span)) in enumerate(zip(axes.flat, panels)):
         point = agg[name].to_numpy(float)
         low, high = agg[f"{name}_low"].to_numpy(float), agg[f"{name}_high"].to_numpy(float)
         ok = np.isfinite(point)
         err = np.vstack([np.where(np.isfinite(low), point - low, 0), np.where(np.isfinite(high), high - point, 0)])
-        ax.errorbar(point[ok], y[ok], xerr=err[:, ok], fmt="o", capsize=4)
-        ax.set_yticks(y, agg["method"] if ax is axes[0, 0] else [""] * len(y))
-        ax.set_ylim(len(agg) - 0.5, -0.5)
-        ax.set_xlabel(label, fontsize=8)
-        ax.grid(axis="x", alpha=0.3)
-        if name == "iqm_cost":
-            ax.axvline(SAFE_LIMIT, color="red", linestyle="--", linewidth=1)
+        ax.errorbar(point[ok], y[ok], xerr=err[:, ok], fmt="o", capsize=3, markersize=4)
+        ax.set_xlim(*_span(np.concatenate([point, low, high]), span))
         if name.startswith("p_ref"):
             ax.axvline(0.5, color="gray", linestyle=":")
-            ax.set_xlim(-0.02, 1.02)
-    fig.suptitle(f"Aggregates over {int(agg['tasks'].iloc[0])} task(s) x runs, 95% stratified bootstrap CIs", fontsize=9)
+        elif name == "iqm_cost":
+            _threshold_line(ax)
+        for row in np.flatnonzero(~ok):
+            note = "reference" if name.startswith("p_ref") and is_ref[row] else missing
+            ax.text(0.02, y[row], note, transform=ax.get_yaxis_transform(), va="center", ha="left",
+                    fontsize=8, color="gray", style="italic")
+        ax.set_yticks(y, agg["method"] if index % cols == 0 else [""] * len(y))
+        ax.set_ylim(len(agg) - 0.5, -0.5)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
+    strata = int(agg["strata"].iloc[0]) if "strata" in agg else 0
+    text = (f"Aggregates over {int(agg['tasks'].iloc[0])} task(s), {strata} (task, threshold) strata. "
+            + (context.caption("95% stratified bootstrap CIs") if context is not None else ""))
+    _caption(fig, text)
     paths = _save(fig, out_dir, "aggregates")
     plt.close(fig)
     return paths
@@ -860,11 +1159,16 @@ def _write_group(g: GroupReport, cells, curves, reps: int, reference: str | None
         import matplotlib
 
         matplotlib.use("Agg")
-        g.files += plot_reward_cost(cells, out, reference)
-        g.files += plot_threshold_bars(cells, out, reference)
-        g.files += plot_learning_curves(curves[curves["cell_id"].isin(set(cells["cell_id"]))], out, reference)
-        g.files += plot_performance_profiles(cells, out, g.aggregate_tasks, reference, reps=reps)
-        g.files += plot_aggregates(g.aggregates, out)
+        import matplotlib.pyplot as plt
+
+        context = FigureContext.of(cells, g.group)
+        with plt.rc_context(PAPER_RC):
+            g.files += plot_reward_cost(cells, out, reference, context=context)
+            g.files += plot_threshold_bars(cells, out, reference, context=context)
+            g.files += plot_learning_curves(curves[curves["cell_id"].isin(set(cells["cell_id"]))], out, reference,
+                                            context=context)
+            g.files += plot_performance_profiles(cells, out, g.aggregate_tasks, reference, reps=reps, context=context)
+            g.files += plot_aggregates(g.aggregates, out, context=context)
 
 
 def build_report(
@@ -886,13 +1190,13 @@ def build_report(
     episodes = load_results(results_dir, meta=True)
     if episodes.empty:
         raise BadInput(f"no results in {results_dir} (run `presa-bench run` or `presa-bench sweep` first)")
-    cells = apply_where(cell_scores(episodes, checkpoint), where)
+    curves = load_curves(results_dir)
+    cells = apply_where(with_convergence(cell_scores(episodes, checkpoint), curves), where)
     groups = split_groups(cells)
     if reference is not None and not any(reference in set(sub["algorithm"]) for _, sub in groups):
         raise BadInput(f"--reference {reference} has no cells here; methods: {', '.join(sorted(set(cells['algorithm'])))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    curves = load_curves(results_dir) if plots else pd.DataFrame()
     reports: list[GroupReport] = []
     for group, sub in groups:
         table = comparison_table(sub, reference, group, checkpoint)
@@ -901,7 +1205,7 @@ def build_report(
         reports.append(GroupReport(group, table, agg, agg_tasks, summary_text(table), g_out))
         _write_group(reports[-1], sub, curves, reps, reference, plots)
     files = [f for g in reports for f in g.files]
-    both = [cell_scores(episodes, k) for k in CHECKPOINTS if (episodes["checkpoint"] == k).any()]
+    both = [with_convergence(cell_scores(episodes, k), curves) for k in CHECKPOINTS if (episodes["checkpoint"] == k).any()]
     pd.concat(both, ignore_index=True).to_csv(out / "cells.csv", index=False)
     files.append(out / "cells.csv")
     if len(groups) > 1:

@@ -14,7 +14,7 @@ import torch
 import bench  # noqa: F401  (compat patches before osrl)
 from baselines import osrl_common as oc
 from baselines.bc import BCAll, BCSafe
-from baselines.cdt import CDT, CDTPolicy
+from baselines.cdt import CDT, PER_TASK, CDTPolicy, dataset_target_return, resolve_target_return
 from baselines.constrained import CPQ, BCQLag, COptiDICE
 from baselines.oapackage_shim import ParetoDoubleLong, doubleVector
 from bench import evaluation, training
@@ -143,7 +143,7 @@ def test_cdt_matches_osrl_example_script(doubled_dataset: Dataset) -> None:
     ours = out.policy.model.state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(ours[key], value), key
-    assert out.info["target_return"] == 500.0  # OSRL's BallRun target for cost 20
+    assert out.info["target_return"] == 500.0 and out.info["target_source"] == "osrl"  # OSRL's BallRun target for cost 20
 
 
 # ------------------------------------------------------------------------ end to end, each baseline
@@ -292,9 +292,37 @@ def test_cpu_cap_is_reported(sim_dataset: Dataset) -> None:
     assert "batch 2048 needs a GPU" in out.info["budget_note"]
 
 
+def test_cdt_targets_come_from_a_project_collected_file_and_lie_in_its_returns(sim_dataset: Dataset, tmp_path: Path) -> None:
+    """On a file this project collected (a collection card beside it) CDT's target return is read off
+    the file (the best return within the threshold), not OSRL's constant for DSRL's file (which lies
+    outside the returns of the shipped CarCircle and AntCircle files)."""
+    import dataclasses
+    import shutil
+
+    own = tmp_path / sim_dataset.path.name
+    shutil.copy(sim_dataset.path, own)
+    own.with_suffix(".json").write_text("{}")
+    collected = dataclasses.replace(sim_dataset, path=own)
+    returns, costs = sim_dataset.episode_returns, sim_dataset.episode_costs
+    spec = TrainSpec(task=sim_dataset.task, threshold=THRESHOLD, seed=0, profile=get_profile("quick"))
+    config = CDT.config_for(spec)
+    for threshold in (*sim_dataset.task.thresholds, float(costs.min()) - 1.0):
+        target, source = resolve_target_return(config, PER_TASK["OfflineBallRun-v0"], threshold, collected)
+        assert source == "dataset" and returns.min() <= target <= returns.max()
+        assert target == dataset_target_return(returns, costs, threshold)
+    within = costs <= THRESHOLD
+    assert resolve_target_return(config, None, THRESHOLD, collected)[0] == returns[within].max()
+    forced = dataclasses.replace(config, target_source="osrl")
+    assert resolve_target_return(forced, PER_TASK["OfflineBallRun-v0"], THRESHOLD, collected) == (500.0, "osrl")
+    with pytest.raises(BadInput, match="target_source 'nope'"):
+        resolve_target_return(dataclasses.replace(config, target_source="nope"), None, THRESHOLD, collected)
+
+
 def test_config_defaults_follow_osrl_and_profile(sim_dataset: Dataset) -> None:
     spec = TrainSpec(task=sim_dataset.task, threshold=THRESHOLD, seed=0, profile=get_profile("quick"))
     cdt = CDT.config_for(spec)
-    assert (cdt.deg, cdt.max_reward, cdt.target_return, cdt.episode_len) == (2, 1400.0, 500.0, 100)
+    assert (cdt.deg, cdt.max_reward, cdt.target_return, cdt.episode_len) == (2, 1400.0, None, 100)
+    # a DSRL file (no collection card): OSRL's BallRun target for cost 20
+    assert resolve_target_return(cdt, PER_TASK["OfflineBallRun-v0"], THRESHOLD, sim_dataset) == (500.0, "osrl")
     assert BCSafe.config_for(spec).bc_mode == "safe" and BCAll.config_for(spec).bc_mode == "all"
     assert BCQLag.config_for(spec).update_steps is None  # -> profile.train_steps at train time

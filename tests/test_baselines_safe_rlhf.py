@@ -247,3 +247,21 @@ def test_runs_through_the_harness(algo: str, sim_dataset_path: Path, tmp_path: P
 
         info = json.loads(pd.read_parquet(outcome.path).iloc[0].info_json)
         assert 0.0 <= info["reward_model_accuracy"] <= 1.0 and info["offline_rl"] == "bcq-lag"
+
+
+def test_stage_two_steps_come_from_the_profile_or_protocol_not_a_fixed_cap(sim_dataset: Dataset) -> None:
+    """Stage 2 (BCQ-Lag) runs the profile's train_steps or the protocol's update_steps on CPU; BCQ-Lag's
+    own 1,000-step CPU cap no longer cuts it (an explicit cpu_max_steps still does, and says so)."""
+    from baselines import osrl_common as oc
+    from baselines.safe_rlhf import CONSTRAINED
+    from bench.profiles import get_profile
+
+    def stage_two_steps(**overrides: Any) -> tuple[int, int, str]:
+        spec = TrainSpec(task=sim_dataset.task, threshold=THRESHOLD, seed=0, profile=get_profile("quick"), overrides=overrides)
+        config = SafeRLHF.config_for(spec)
+        return oc.resolve_steps(CONSTRAINED[config.offline_rl][0](**config.rl), spec, "safe-rlhf", "a GPU")
+
+    assert stage_two_steps() == (10_000, 10_000, "")  # the quick profile's train_steps
+    assert stage_two_steps(update_steps=2_500) == (2_500, 2_500, "")  # a budget protocol's steps
+    steps, planned, note = stage_two_steps(update_steps=2_500, cpu_max_steps=500)
+    assert (steps, planned) == (500, 2_500) and "running 500 steps on CPU" in note

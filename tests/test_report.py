@@ -30,13 +30,17 @@ HAND = {
 }
 
 
-def hand_cells() -> pd.DataFrame:
+#: Per (threshold, seed): a spread over cells that averages out, the same for every method and task.
+JITTER = {(10.0, 0): 0.05, (10.0, 10): -0.05, (10.0, 20): 0.0, (20.0, 0): -0.05, (20.0, 10): 0.05, (20.0, 20): 0.0}
+
+
+def hand_cells(seeds: tuple[int, ...] = (0, 10, 20)) -> pd.DataFrame:
     rows = []
     for (task, suite, method), (r, c) in HAND.items():
         for threshold in (10.0, 20.0):
-            for seed in (0, 10):
+            for seed in seeds:
                 # the cell means are exact, with a spread over cells that averages out
-                jitter = 0.05 * (1 if (threshold, seed) in ((10.0, 0), (20.0, 10)) else -1)
+                jitter = JITTER[(threshold, seed)]
                 rows.append(dict(cell_id=f"{task}-{method}-{threshold}-{seed}", task=task, suite=suite, algorithm=method,
                                  threshold=threshold, seed=seed, normalized_reward=r + jitter, normalized_cost=c - jitter,
                                  **{"return": 0.0, "cost": 0.0}))
@@ -142,18 +146,87 @@ def test_aggregates_over_common_tasks_with_safety_and_reference():
     # safe runs (normalized cost <= 1): presa BallRun 0.75/0.85 (4 of 4), BallCircle 1.15/1.25 (0 of 4)
     assert by.loc["presa", "safe_share"] == pytest.approx(0.5)
     assert by.loc["presa", "reward_if_safe"] == pytest.approx(0.60)  # the BallRun runs only
-    # cdt: BallCircle 0.95 / 1.05 -> 2 of 4 safe; BallRun 1.45 / 1.55 -> none
-    assert by.loc["cdt", "safe_share"] == pytest.approx(2 / 8)
+    # cdt: BallCircle 0.95 / 1.00 / 1.05 -> 4 of 6 safe; BallRun 1.45 / 1.50 / 1.55 -> none
+    assert by.loc["cdt", "safe_share"] == pytest.approx(4 / 12)
     assert by.loc["cdt", "iqm_cost_low"] <= by.loc["cdt", "iqm_cost"] <= by.loc["cdt", "iqm_cost_high"]
     # any method can be the reference
     agg_b, _ = report.aggregates(hand_cells(), reference="bc-safe", reps=100)
     by_b = agg_b.set_index("method")
     assert agg_b["method"].iloc[0] == "bc-safe" and set(by_b["reference"]) == {"bc-safe"}
-    # cdt: BallRun all 16 pairs lower; BallCircle 0.85/0.95 vs 0.95/1.05: 12 to 14 of 16 (0.95 vs 0.95 in floats)
-    assert 0.5 + 12 / 32 - 1e-9 <= by_b.loc["cdt", "p_ref_lower_cost"] <= 0.5 + 14 / 32 + 1e-9
+    # matched by (task, threshold, seed), the shared jitter cancels: bc-safe's cost is lower in every pair
+    # (BallCircle 0.90 vs 1.00, BallRun 0.40 vs 1.50)
+    assert by_b.loc["cdt", "p_ref_lower_cost"] == pytest.approx(1.0)
     assert by_b.loc["presa", "p_ref_lower_cost"] == pytest.approx(1.0)
     assert np.isnan(by_b.loc["bc-safe", "p_ref_lower_cost"])
     assert not any(c.startswith("p_presa") for c in agg_b.columns)
+
+
+def test_probability_of_improvement_pairs_runs_by_task_threshold_and_seed():
+    """PreSa beats bc-safe in every matched (task, threshold, seed) pair by 0.01, while thresholds and
+    seeds move both by far more: pooling a task's cells would compare PreSa at k=10 with bc-safe at
+    k=20 and seed 0 with seed 2 and report about 0.5."""
+    rows = []
+    for threshold, level in ((10.0, 0.2), (20.0, 0.8)):
+        for seed in (0, 1, 2):
+            base = level + 0.05 * seed
+            for method, reward in (("presa", base + 0.01), ("bc-safe", base)):
+                rows.append(dict(cell_id=f"{method}-{threshold}-{seed}", task="BallRun", suite="bullet", algorithm=method,
+                                 threshold=threshold, seed=seed, normalized_reward=reward, normalized_cost=0.5,
+                                 **{"return": 0.0, "cost": 0.0}))
+    cells = pd.DataFrame(rows)
+    agg, _ = report.aggregates(cells, reps=200)
+    row = agg.set_index("method").loc["bc-safe"]
+    assert row["p_ref_higher_reward"] == pytest.approx(1.0) and row["p_ref_higher_reward_low"] == pytest.approx(1.0)
+    assert row["strata"] == 2 and row["seeds"] == 3
+    xs, ys = report.matched_columns(cells, "presa", "bc-safe", "normalized_reward", [("BallRun", 10.0), ("BallRun", 20.0)])
+    assert stats.paired_probability_of_improvement(xs, ys) == pytest.approx(1.0)
+    assert stats.probability_of_improvement([np.concatenate(xs)], [np.concatenate(ys)]) < 0.6  # what pooling said
+    # a run without a partner (seed 3 of presa only) is not compared
+    extra = pd.DataFrame([dict(rows[0], cell_id="presa-extra", seed=3, normalized_reward=-5.0)])
+    agg_extra, _ = report.aggregates(pd.concat([cells, extra], ignore_index=True), reps=50)
+    assert agg_extra.set_index("method").loc["bc-safe", "p_ref_higher_reward"] == pytest.approx(1.0)
+
+
+def test_below_three_seeds_no_interval_probability_or_best_and_the_table_says_why(tmp_path):
+    one = hand_cells(seeds=(0,))
+    agg, _ = report.aggregates(one, reps=100)
+    assert (agg["seeds"] == 1).all()
+    for name in ("iqm_reward", "iqm_cost", "safe_share", "reward_if_safe"):
+        assert agg[f"{name}_low"].isna().all() and agg[f"{name}_high"].isna().all() and agg[name].notna().any()
+    assert agg["p_ref_higher_reward"].isna().all() and agg["p_ref_lower_cost"].isna().all()
+    table = report.comparison_table(one)
+    assert not any(e.best for r in table.rows for e in r.entries.values())
+    assert table.row("BallRun").entries["presa"].seeds == 1
+    md = report.markdown_table(table)
+    assert "presa n |" in md and "n < 3 seeds: no intervals" in md and "***0." not in md
+    summary = report.summary_text(table)
+    assert "best safe method" not in summary and "no best method named: n < 3 seeds" in summary
+    write_store(tmp_path / "res", one)
+    result = runner.invoke(app, ["report", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "out"), "--reps", "50",
+                                 "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "[" not in "".join(line for line in result.output.splitlines() if line.startswith("│ presa"))
+    # three seeds: intervals and the best method are back
+    table3 = report.comparison_table(hand_cells())
+    assert table3.row("BallRun").entries["presa"].best and table3.row("BallRun").entries["presa"].seeds == 3
+
+
+def test_not_converged_rule_on_the_stored_curve():
+    """Below the published budget a cell is converged only when its evaluation curve is flat over the
+    last 20% of its steps; at the published budget it is converged whatever its curve."""
+    def curve(cell_id: str, rewards: list[float]) -> pd.DataFrame:
+        steps = np.arange(1, len(rewards) + 1) * 100
+        rows = [dict(cell_id=cell_id, step=s, source="eval", metric=m, value=v)
+                for s, r in zip(steps, rewards) for m, v in (("normalized_reward", r), ("normalized_cost", 0.5))]
+        return pd.DataFrame(rows)
+
+    curves = pd.concat([curve("flat", [0.1, 0.5, 0.6, 0.62, 0.63]), curve("rising", [0.1, 0.2, 0.3, 0.4, 0.5]),
+                        curve("one", [0.5]), curve("paper", [0.1, 0.2, 0.3, 0.4, 0.5])])
+    assert report.curve_flat(curves[curves["cell_id"] == "flat"])
+    assert not report.curve_flat(curves[curves["cell_id"] == "rising"])  # +0.1 over the last 20%
+    assert not report.curve_flat(curves[curves["cell_id"] == "one"])  # one evaluation cannot show it
+    cells = pd.DataFrame(dict(cell_id=["flat", "rising", "one", "paper", "none"], paper_share=[0.02, 0.02, 0.02, 1.0, 0.5]))
+    assert report.with_convergence(cells, curves)["converged"].tolist() == [True, False, False, True, False]
 
 
 #: A budget record as a sweep stores it (bench.sweep.budget_for), per method.
@@ -186,7 +259,8 @@ def write_store(results, cells: pd.DataFrame, profile: str = "smoke", protocol: 
         r, c = cell["normalized_reward"] + shift, cell["normalized_cost"]
         episodes = [dict(checkpoint=kind, episode=i, episode_seed=i, length=100, normalized_reward=r - (0.1 if kind == "best" else 0),
                          normalized_cost=c, **{"return": 1.0, "cost": 1.0}) for kind in ("final", "best") for i in range(2)]
-        curve = [dict(step=s, normalized_reward=r * s / steps, normalized_cost=c, **{"train/lambda": s / 50})
+        # cdt's curve still climbs at its end (not converged), the others' are flat over their last 20%
+        curve = [dict(step=s, normalized_reward=r * s / steps if capped else r, normalized_cost=c, **{"train/lambda": s / 50})
                  for s in range(steps // 5, steps + 1, steps // 5)]
         store.write_cell(results, store.CellRecord(key, cell["suite"], config, "h", episodes, curve, steps=steps,
                                                    info=info, dataset_path="/data/dsrl/x.hdf5", dataset_hash="d1"))
@@ -205,11 +279,16 @@ def test_report_command_writes_tables_plots_and_budgets(tmp_path):
         for ext in ("png", "pdf"):
             assert (out / f"{plot}.{ext}").stat().st_size > 5000, plot
     md = (out / "table.md").read_text()
-    assert "***0.60***" in md and "Budget protocol bullet" in md
+    assert "Budget protocol bullet" in md
+    assert "PLUMBING CHECK ONLY: profile smoke" in md and "| presa n |" in md
     run_line = next(line for line in md.splitlines() if line.startswith("| BallRun"))
     # steps x batch (share of the published steps x batch), dagger = capped
-    assert "2,000×32 (0.67%)" in run_line and "3,000×512 (3%)" in run_line and "1,000×64 (0.031%)†" in run_line
-    assert "† cdt (8 cells): cdt: 2000 steps need a GPU; running 1000 steps on CPU" in md
+    assert "2,000×32 (0.67%) |" in run_line and "3,000×512 (3%) |" in run_line and "1,000×64 (0.031%)†, not converged" in run_line
+    # cdt has not converged: no best method in its rows, a footnote gives the rule, the summary no verdict on it
+    assert "***" not in run_line and "not converged: below the published budget" in md
+    summary = (out / "summary.txt").read_text()
+    assert "cdt: safe on 0/0 converged tasks; best safe reward on 0; not converged on BallRun, BallCircle" in summary
+    assert "† cdt (12 cells): cdt: 2000 steps need a GPU; running 1000 steps on CPU" in md
     assert "Published budgets: presa 100,000×96 pairs [TraC]" in md
     cells = pd.read_csv(out / "cells.csv")
     assert set(cells["checkpoint"]) == {"final", "best"} and {"batch", "paper_share", "capped", "budget"} <= set(cells.columns)
@@ -301,6 +380,16 @@ def test_report_without_results_exit_2(tmp_path, capsys):
     assert code == 2
 
 
+def test_bc_runs_its_published_budget_under_the_bullet_protocol():
+    """BC costs minutes at OSRL's 100,000 x 512: the bullet protocol (and paper) run it in full."""
+    from bench.sweep import load_budgets
+
+    table = load_budgets()
+    for method in ("bc-all", "bc-safe"):
+        paper = table["algorithms"][method]["paper"]
+        assert table["protocols"]["bullet"][method] == paper["steps"] == 100_000 and paper["batch"] == 512
+
+
 def test_cell_budget_of_a_record_without_a_protocol_reads_the_shipped_table():
     from bench.sweep import load_budgets
 
@@ -315,3 +404,66 @@ def test_cell_budget_of_a_record_without_a_protocol_reads_the_shipped_table():
     # a smaller batch than configured (CDT on CPU) is a cap too, with a note made from the record
     cdt = report.cell_budget("cdt", 10, {"algorithm_config": {"batch_size": 2048}}, {"batch_size": 64}, table)
     assert cdt["capped"] and cdt["batch"] == 64 and "batch 64 instead of 2048" in cdt["cap_note"]
+
+
+def _drawn(monkeypatch) -> list[dict]:
+    """Record what each plot function draws instead of saving it: its texts, size and axis limits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    seen: list[dict] = []
+
+    def record(fig, out_dir, name):
+        texts = [t.get_text() for t in fig.texts] + [t.get_text() for ax in fig.axes for t in ax.texts]
+        texts += [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        seen.append(dict(name=name, texts=" ".join(" | ".join(texts).split()), width=fig.get_size_inches()[0],
+                         limits=[(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes if ax.axison],
+                         fonts=[t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]))
+        return []
+
+    monkeypatch.setattr(report, "_save", record)
+    return seen
+
+
+def test_figures_state_profile_budget_n_and_fit_a_paper_column(tmp_path, monkeypatch):
+    """Every figure's caption gives the profile, the budget and n; at n = 1 it draws no error bar and
+    says so; widths fit a page (<= 7 in), fonts are >= 8 pt, the reward axis spans at least [0, 1]
+    and the cost axis the threshold; methods without a safe run keep their row, marked."""
+    import matplotlib.pyplot as plt
+
+    seen = _drawn(monkeypatch)
+    one = report.with_group_columns(hand_cells(seeds=(0,)))
+    one.loc[one["algorithm"] == "cdt", "normalized_cost"] += 1.0  # cdt: no safe run anywhere
+    close = one[one["task"] == "BallRun"].assign(normalized_reward=lambda f: 0.40 + 0.01 * f["seed"])
+    with plt.rc_context(report.PAPER_RC):
+        report.plot_reward_cost(close, tmp_path)
+        report.plot_threshold_bars(close, tmp_path)
+        agg, tasks = report.aggregates(one, reps=50)
+        report.plot_aggregates(agg, tmp_path, context=report.FigureContext.of(one))
+        report.plot_performance_profiles(one, tmp_path, tasks, reps=50)
+    assert [s["name"] for s in seen] == ["reward_vs_cost", "threshold_bars", "aggregates", "performance_profiles"]
+    for figure in seen:
+        assert "Profile unknown" in figure["texts"] and "Budget protocol unstated" in figure["texts"], figure["name"]
+        assert "n = 1 seed per (task, threshold); no error bars: n < 3 seeds" in figure["texts"], figure["name"]
+        assert figure["width"] <= report.PAPER_WIDTH and min(figure["fonts"]) >= 8, figure["name"]
+    (x_limits, y_limits), = seen[0]["limits"]
+    assert y_limits[0] <= 0.0 and y_limits[1] >= 1.0 and x_limits[0] <= 0.0 and x_limits[1] >= 1.0
+    assert "threshold" in seen[0]["texts"] and "one run, κ=10" in seen[0]["texts"] and "mean over runs" in seen[0]["texts"]
+    # cdt has no safe run: its row is still drawn, marked
+    by = agg.set_index("method")
+    assert np.isnan(by.loc["cdt", "reward_if_safe"]) and "no safe run" in seen[2]["texts"]
+
+
+def test_learning_curves_warn_when_methods_trained_for_different_steps(tmp_path, monkeypatch):
+    seen = _drawn(monkeypatch)
+
+    def curve(method: str, steps: int) -> list[dict]:
+        return [dict(cell_id=f"{method}-{seed}", task="BallRun", algorithm=method, source="eval", metric=metric,
+                     step=s, value=0.5, seed=seed, threshold=20.0)
+                for seed in (0, 1, 2) for s in range(steps // 4, steps + 1, steps // 4)
+                for metric in ("eval/normalized_reward", "eval/normalized_cost")]
+
+    report.plot_learning_curves(pd.DataFrame(curve("presa", 1000) + curve("bc-safe", 1000)), tmp_path)
+    report.plot_learning_curves(pd.DataFrame(curve("presa", 1000) + curve("bc-safe", 2000)), tmp_path)
+    assert "different numbers of steps" not in seen[0]["texts"]
+    assert "Warning: methods trained for different numbers of steps share an axis (BallRun: bc-safe 2,000, presa 1,000)" in seen[1]["texts"]

@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from bench.console import console
         from bench.errors import BadInput
         from bench.report import build_report, rich_table
+        from bench.stats import MIN_SEEDS
         from bench.results import load_failures
 
         if reps < 1:
@@ -69,18 +70,19 @@ def register(app: typer.Typer) -> None:
                 ref_name = agg["reference"].iloc[0] if "reference" in agg else None
                 t = Table(title=f"Aggregates over {len(g.aggregate_tasks)} task(s) x runs ({g.table.checkpoint} checkpoint; "
                           f"95% stratified bootstrap CI, {reps} reps)")
-                cols = ["method", "runs", "IQM reward", "IQM cost", "safe runs", "reward of safe runs"]
+                cols = ["method", "runs", "n", "IQM reward", "IQM cost", "safe runs", "reward of safe runs"]
                 if ref_name is not None:
                     cols += [f"P({ref_name} reward higher)", f"P({ref_name} cost lower)"]
                 for col in cols:
                     t.add_column(col)
                 for row in agg.to_dict("records"):
-                    values = [row["method"], str(row["runs"]), _ci(row, "iqm_reward"), _ci(row, "iqm_cost"),
+                    values = [row["method"], str(row["runs"]), str(row["seeds"]), _ci(row, "iqm_reward"), _ci(row, "iqm_cost"),
                               _ci(row, "safe_share"), _ci(row, "reward_if_safe")]
                     if ref_name is not None:
                         values += [_ci(row, "p_ref_higher_reward"), _ci(row, "p_ref_lower_cost")]
                     t.add_row(*values)
                 con.print(t)
+                con.print(f"[dim]n = the fewest seeds of any (task, threshold); below {MIN_SEEDS} no interval or P(improvement).[/]")
             con.print(g.summary)
         failures = load_failures(results)
         if failures:
