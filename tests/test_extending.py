@@ -1,0 +1,90 @@
+"""Bring your own algorithm: a file, a module or an installed entry point joins run, sweep and report."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import bench  # noqa: F401
+from bench import algorithms
+from bench import results as store
+from bench.cli import app, main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "filtered_bc.py"
+runner = CliRunner()
+
+#: A user's method in a module of their own: the test-only LinearBC under its own name.
+USER_MODULE = '''
+from typing import ClassVar
+from _sim_data import LinearBC
+
+
+class MyBC(LinearBC):
+    name: ClassVar[str] = "my-bc"
+
+
+class NotAnAlgorithm:
+    pass
+
+
+class Impostor(LinearBC):
+    name: ClassVar[str] = "presa"
+'''
+
+
+def test_example_file_joins_a_sweep_and_a_report(sim_dataset_path, tmp_path):
+    """docs/extending.md's example, by path, through `sweep` (YAML `algorithms:`) and `report`."""
+    example = tmp_path / "filtered_bc.py"
+    shutil.copy(EXAMPLE, example)  # a file outside the package, as a user's would be
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"tasks: [BallRun]\nalgorithms: ['{example}:FilteredBC']\nthresholds: [20]\nseeds: [0]\n"
+                      "profile: smoke\nnum_queries: 200\ndevice: cpu\nworkers: 1\n")
+    results = tmp_path / "r"
+    swept = runner.invoke(app, ["sweep", "--config", str(config), "--dataset", str(sim_dataset_path), "--results", str(results)])
+    assert swept.exit_code == 0, swept.output
+    meta = store.load_meta(results)
+    assert meta["algorithm"].tolist() == ["filtered-bc"]  # the class's declared name, not the path
+    assert meta["cell_id"].iloc[0].startswith("BallRun__filtered-bc__k20__s0__smoke__q200")
+    report = runner.invoke(app, ["report", "--results", str(results), "--reps", "50", "--no-plots"])
+    assert report.exit_code == 0, report.output
+    assert "filtered-bc" in report.output and "filtered-bc" in (results / "report" / "table.md").read_text()
+
+
+def test_module_and_entry_point_specs_name_cells_by_the_declared_name(tmp_path, monkeypatch):
+    (tmp_path / "my_methods.py").write_text(USER_MODULE)
+    dist = tmp_path / "my_methods-0.1.dist-info"  # what `pip install` of a package declaring the group writes
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-methods\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{algorithms.ENTRY_POINT_GROUP}]\nmy-installed-bc = my_methods:MyBC\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    assert algorithms.resolve_algorithm("my_methods:MyBC") == ("my-bc", "my_methods:MyBC")
+    assert algorithms.resolve_algorithm("my-installed-bc") == ("my-installed-bc", "my_methods:MyBC")
+    assert "my-installed-bc" in algorithms.algorithm_names()
+    file_name, file_path = algorithms.resolve_algorithm(f"{tmp_path / 'my_methods.py'}:MyBC")
+    assert file_name == "my-bc" and algorithms.load_class(file_path).__name__ == "MyBC"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("no/such/file.py:X", "does not exist"),
+        ("no_such_module_xyz:X", "no module named no_such_module_xyz"),
+        ("{dir}/my_methods.py:Missing", "has no class Missing; its Algorithm classes: Impostor, LinearBC, MyBC"),
+        ("{dir}/my_methods.py:NotAnAlgorithm", "not a subclass of bench.interfaces.Algorithm"),
+        ("{dir}/my_methods.py:Impostor", "is named 'presa', which is presa.algorithm:PreSa"),
+        ("{dir}/broken.py:X", "line 1"),
+    ],
+)
+def test_bad_algorithm_specs_exit_2_one_line(spec, message, tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_methods.py").write_text(USER_MODULE)
+    (tmp_path / "broken.py").write_text("def (:\n")
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    code = main(["run", "--task", "BallRun", "--algo", spec.format(dir=tmp_path), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and err.strip().count("\n") == 0
