@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 #: The command modules (bench/commands/<name>.py), in help order; each has ``register(app)``.
-COMMAND_MODULES = ("tasks", "data", "feedback", "label", "run", "sweep", "report", "results")
+COMMAND_MODULES = ("tasks", "algos", "data", "feedback", "label", "run", "sweep", "report", "results")
 
 
 @app.callback()

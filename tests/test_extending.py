@@ -88,3 +88,24 @@ def test_bad_algorithm_specs_exit_2_one_line(spec, message, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and err.strip().count("\n") == 0
+
+
+def test_algos_lists_every_method_what_it_reads_and_its_set_keys_with_sources():
+    result = runner.invoke(app, ["algos"])
+    assert result.exit_code == 0, result.output
+    for name in algorithms.REGISTRY:
+        assert f"{name}  reads " in result.output
+    assert "presa  reads feedback only" in result.output and "bc-safe  reads ground-truth reward and cost" in result.output
+    # a key, its resolved default at the quick profile, and the source its config cites (rich markup kept literal)
+    line = next(row for row in result.output.splitlines() if row.startswith("batch_size") and "96" in row)
+    assert "[TraC/CPL: 96]" in line
+    assert any(row.startswith("train_steps") and "10000" in row for row in result.output.splitlines())
+    assert "[inferred]" in result.output
+
+
+def test_algos_describes_a_users_file_and_run_help_points_at_it():
+    result = runner.invoke(app, ["algos", f"{EXAMPLE}:FilteredBC", "--profile", "smoke"])
+    assert result.exit_code == 0, result.output
+    assert "filtered-bc  reads feedback only" in result.output
+    assert any(row.startswith("lr ") and "0.001" in row and "OSRL's BC" in row for row in result.output.splitlines())
+    assert "presa-bench algos" in " ".join(runner.invoke(app, ["run", "--help"]).output.split())

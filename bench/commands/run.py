@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
         task: str = typer.Option("BallCircle", "--task", help="DSRL task, e.g. BallCircle (`presa-bench tasks`)."),
-        algo: str = typer.Option("presa", "--algo", help="Algorithm name (bench.algorithms registry)."),
+        algo: str = typer.Option("presa", "--algo", help="Method: a name from `presa-bench algos`, package.module:Class or path/to/file.py:Class."),
         threshold: Optional[float] = typer.Option(None, "--threshold", help="Cost threshold kappa; default: the task's middle one."),
         seed: int = typer.Option(0, "--seed", help="Random seed (the field uses 0, 10, 20)."),
         dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset file or directory (default: the standard lookup)."),
