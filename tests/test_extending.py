@@ -42,16 +42,54 @@ def test_example_file_joins_a_sweep_and_a_report(sim_dataset_path, tmp_path):
     shutil.copy(EXAMPLE, example)  # a file outside the package, as a user's would be
     config = tmp_path / "sweep.yaml"
     config.write_text(f"tasks: [BallRun]\nalgorithms: ['{example}:FilteredBC']\nthresholds: [20]\nseeds: [0]\n"
-                      "profile: smoke\nnum_queries: 200\ndevice: cpu\nworkers: 1\n")
+                      "profile: smoke\nnum_queries: 200\ndevice: cpu\nworkers: 1\n"
+                      "overrides: {all: {batch_size: 64, hidden: 64}}\n")
     results = tmp_path / "r"
     swept = runner.invoke(app, ["sweep", "--config", str(config), "--dataset", str(sim_dataset_path), "--results", str(results)])
     assert swept.exit_code == 0, swept.output
     meta = store.load_meta(results)
     assert meta["algorithm"].tolist() == ["filtered-bc"]  # the class's declared name, not the path
-    assert meta["cell_id"].iloc[0].startswith("BallRun__filtered-bc__k20__s0__smoke__q200")
-    report = runner.invoke(app, ["report", "--results", str(results), "--reps", "50", "--no-plots"])
+    assert meta["cell_id"].iloc[0].startswith("BallRun__filtered-bc__k20__s0__smoke__q200__o-")
+    report = runner.invoke(app, ["report", "--results", str(results), "--reps", "50"])
     assert report.exit_code == 0, report.output
     assert "filtered-bc" in report.output and "filtered-bc" in (results / "report" / "table.md").read_text()
+    check_html_page(results / "report" / "report.html", tmp_path / "chromium")
+
+
+def check_html_page(page: Path, profile: Path) -> None:
+    """The report's one self-contained page, rendered by headless Chromium: the table and every figure
+    (base64 PNGs, no other file) show, and the screenshot is of a drawn page, not a blank one."""
+    import io
+    import re
+
+    from PIL import Image
+
+    from _browser import browser
+
+    text = page.read_text()
+    assert "filtered-bc" in text and "BallRun" in text
+    assert not re.search(r'src="(?!data:image/png;base64,)', text)  # nothing but embedded images
+    pngs = len(re.findall(r'src="data:image/png;base64,', text))
+    assert pngs >= 4, pngs  # reward-vs-cost, threshold bars, learning curves, aggregates...
+    driver = browser(profile)
+    try:
+        driver.set_window_size(1280, 900)
+        driver.get(page.as_uri())
+        shown = driver.execute_script(
+            "const t = document.querySelector('table'); const r = t.getBoundingClientRect();"
+            "return {imgs: Array.from(document.images).map(i => i.complete && i.naturalWidth > 0),"
+            " table: [r.width, r.height, r.top], cell: t.querySelector('tbody td').textContent};")
+        shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("L")
+        driver.execute_script("document.images[0].scrollIntoView()")
+        figure = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("L")
+    finally:
+        driver.quit()
+    assert len(shown["imgs"]) == pngs and all(shown["imgs"])  # every embedded figure decodes
+    width, height, top = shown["table"]
+    assert width > 200 and height > 20 and top < 900 and shown["cell"] == "BallRun"  # the table is above the fold
+    for image in (shot, figure):
+        histogram = image.histogram()
+        assert max(histogram) < 0.97 * sum(histogram), "a blank screenshot"
 
 
 def test_module_and_entry_point_specs_name_cells_by_the_declared_name(tmp_path, monkeypatch):

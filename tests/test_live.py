@@ -1,8 +1,9 @@
 """Logs a person can follow: an estimate before a cell, plain lines off a terminal, TensorBoard curves;
-none of them changes a stored number."""
+none of them changes a number."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -14,7 +15,7 @@ from bench import live
 from bench import results as store
 from bench.cli import app
 from bench.commands.run import rounded
-from bench.runner import CellSpec, resolve, run_cell
+from bench.runner import CellSpec, resolve
 
 runner = CliRunner()
 
@@ -24,7 +25,7 @@ def _test_algorithms(monkeypatch):
     _sim_data.register(monkeypatch)
 
 
-def test_run_off_a_terminal_logs_lines_and_tensorboard_without_changing_numbers(sim_dataset_path, tmp_path):
+def test_run_off_a_terminal_logs_lines_and_tensorboard(sim_dataset_path, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     args = ["run", "--task", "BallRun", "--algo", "linear-bc", "--profile", "smoke", "--dataset", str(sim_dataset_path),
@@ -49,15 +50,6 @@ def test_run_off_a_terminal_logs_lines_and_tensorboard_without_changing_numbers(
     assert [e.step for e in logged] == train["step"].tolist()
     assert [e.value for e in logged] == pytest.approx(train["value"].tolist(), rel=1e-6)
 
-    # the same cell with no live log at all: bit-identical stored numbers
-    plain = run_cell(CellSpec(task="BallRun", algorithm="linear-bc", threshold=20.0, profile="smoke",
-                              dataset=str(sim_dataset_path), device="cpu"), tmp_path / "b")
-    assert plain.status == "done"
-    assert _sim_data.episode_scores(tmp_path / "a").equals(_sim_data.episode_scores(tmp_path / "b"))
-    key = ["step", "source", "metric"]
-    other = store.load_curves(tmp_path / "b")
-    assert curves.sort_values(key)["value"].tolist() == other.sort_values(key)["value"].tolist()
-
     # the next estimate uses the store's own measurement of this method on this device
     cell = resolve(CellSpec(task="BallRun", algorithm="linear-bc", threshold=10.0, profile="smoke",
                             dataset=str(sim_dataset_path), device="cpu"))
@@ -79,8 +71,6 @@ def test_estimate_from_the_speeds_table_scales_with_batch_and_cpu_caps(tmp_path)
 
 
 def test_plain_log_line_has_step_speed_metrics_elapsed_and_eta():
-    import io
-
     ticks = iter([100.0, 160.0, 170.0])
     stream = io.StringIO()
     log = live.PlainLog("train x", 1000, stream, clock=lambda: next(ticks))
@@ -102,7 +92,7 @@ def test_info_values_are_rounded_and_a_bad_log_sink_is_refused(capsys, tmp_path)
     assert code == 2 and "--log wandb: unknown sink" in err and err.strip().count("\n") == 0
 
 
-def test_online_evaluations_reach_the_live_log_and_tensorboard(sim_dataset, tmp_path):
+def test_online_evaluations_reach_the_live_log_and_tensorboard_and_no_number_changes(sim_dataset, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from bench import training
@@ -114,9 +104,11 @@ def test_online_evaluations_reach_the_live_log_and_tensorboard(sim_dataset, tmp_
                       log_every=5, checkpoint_every=100, num_queries=0)
     seen: list[tuple[int, str]] = []
     sink = live.TensorBoardSink(tmp_path / "tb")
-    log = live.fan_out(lambda step, metrics: seen.append((step, metrics.get("source", "train"))), sink)
+    log = live.fan_out(lambda step, metrics: seen.append((step, metrics.get("source", "train"))), sink,
+                       live.PlainLog("train linear-bc", 20, io.StringIO()))
     spec = TrainSpec(task=get_task("BallRun"), threshold=20.0, seed=0, profile=profile, log=log)
-    out = training.train(_sim_data.LinearBC, spec, TrainInputs(data=sim_dataset.learner_view()))
+    inputs = TrainInputs(data=sim_dataset.learner_view())
+    out = training.train(_sim_data.LinearBC, spec, inputs)
     sink.close()
     assert [s for s, source in seen if source == "eval"] == [10, 20]
     assert [s for s, source in seen if source == "train"] == [5, 10, 15, 20]
@@ -125,3 +117,7 @@ def test_online_evaluations_reach_the_live_log_and_tensorboard(sim_dataset, tmp_
     stored = [row for row in out.curve if row["source"] == "eval"]
     assert [(e.step, e.value) for e in events.Scalars("eval/normalized_reward")] == [
         (row["step"], pytest.approx(row["normalized_reward"], rel=1e-6)) for row in stored]
+    # the same run with no live log at all: bit-identical curve (train and eval rows) and policy
+    quiet = training.train(_sim_data.LinearBC, TrainSpec(task=get_task("BallRun"), threshold=20.0, seed=0, profile=profile), inputs)
+    assert quiet.curve == out.curve
+    assert (quiet.policy.weights == out.policy.weights).all()
