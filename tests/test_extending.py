@@ -147,3 +147,8 @@ def test_algos_describes_a_users_file_and_run_help_points_at_it():
     assert "filtered-bc  reads feedback only" in result.output
     assert any(row.startswith("lr ") and "0.001" in row and "OSRL's BC" in row for row in result.output.splitlines())
     assert "presa-bench algos" in " ".join(runner.invoke(app, ["run", "--help"]).output.split())
+
+
+def test_docs_extending_shows_the_example_file_whole():
+    doc = (ROOT / "docs" / "extending.md").read_text()
+    assert f"```python\n{EXAMPLE.read_text()}```" in doc

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed (the field uses 0, 10, 20)."),
         dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset file or directory (default: the standard lookup)."),
         results: Path = typer.Option(Path("results"), "--results", help="Result store directory."),
-        profile: str = typer.Option("quick", "--profile", help="Budget: smoke, quick or paper."),
+        profile: str = typer.Option("quick", "--profile", help="Budget: smoke, quick or paper (quick on one CPU thread: PreSa about 14 min, BC-Safe under a minute; an estimate is printed first)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Config override key=value (repeatable); feedback.KEY goes to the feedback builder."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="Human feedback labels file instead of synthetic labels."),
