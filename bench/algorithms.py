@@ -94,7 +94,7 @@ def resolve_algorithm(spec: str) -> tuple[str, str]:
         target = str(file)
     path = f"{target}:{cls_name}"
     cls = load_class(path)
-    name = declared_name(cls)
+    name = cell_name(text, cls)
     if not _NAME.fullmatch(name):
         raise BadInput(
             f"--algo {spec}: {cls.__name__}.name '{name}' is not usable in file names; use lower-case letters, "
@@ -106,6 +106,12 @@ def resolve_algorithm(spec: str) -> tuple[str, str]:
             "`name` so that its results are not mixed with that method's"
         )
     return name, path
+
+
+def cell_name(spec: str, cls: type[Algorithm]) -> str:
+    """The name a spec's cells are stored under: the registry or entry-point name, or for a
+    ``module:Class`` / ``file.py:Class`` spec the class's declared name."""
+    return declared_name(cls) if is_path_spec(spec) else spec.strip().lower()
 
 
 def declared_name(cls: type[Algorithm]) -> str:

@@ -91,6 +91,22 @@ def estimate(config: dict[str, Any], profile_steps: int, results_dir: Path | str
     return Estimate(int(steps), None, "the first log line measures it")
 
 
+def sweep_estimate(cells: list[Any], results_dir: Path | str) -> str:
+    """One line for the cells a sweep is about to train (bench.runner.ResolvedCell): their summed
+    training time where a speed is measured, and the methods without one."""
+    seconds, unknown = 0.0, set()
+    for cell in cells:
+        planned = estimate(cell.config, cell.profile.train_steps, results_dir)
+        if planned.steps_per_second:
+            seconds += planned.steps / planned.steps_per_second
+        else:
+            unknown.add(cell.key.algorithm)
+    line = f"estimate: {len(cells)} cell(s) to train, about {duration(seconds)} of training one after another (plus evaluation)"
+    if unknown:
+        line += f"; no measured speed yet for {', '.join(sorted(unknown))} (not counted)"
+    return line
+
+
 def _stored_speeds(results_dir: Path | str, name: str, device: str) -> list[float]:
     from bench import results as store
 

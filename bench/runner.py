@@ -151,10 +151,10 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     threshold = float(spec.threshold) if spec.threshold is not None else float(task.thresholds[len(task.thresholds) // 2])
     if threshold < 0:
         raise BadInput(f"threshold {threshold:g} is negative: a cost threshold must be >= 0")
-    name, resolved_path = algorithms.resolve_algorithm(spec.algorithm)
-    path = spec.algorithm_path or resolved_path
+    path = spec.algorithm_path or algorithm_path(spec.algorithm)
     algorithm_cls = algorithms.load_class(path)
     # The registry key (a user's class: its declared name) names the cell: two keys may share one class.
+    name = algorithms.cell_name(spec.algorithm, algorithm_cls)
     dataset_path = find_dataset(task, spec.dataset)
     dataset_hash = store.file_hash(dataset_path)
     overrides = dict(spec.overrides)

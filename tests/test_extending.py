@@ -47,6 +47,7 @@ def test_example_file_joins_a_sweep_and_a_report(sim_dataset_path, tmp_path):
     results = tmp_path / "r"
     swept = runner.invoke(app, ["sweep", "--config", str(config), "--dataset", str(sim_dataset_path), "--results", str(results)])
     assert swept.exit_code == 0, swept.output
+    assert "estimate: 1 cell(s) to train" in swept.output and "no measured speed yet for filtered-bc" in swept.output
     meta = store.load_meta(results)
     assert meta["algorithm"].tolist() == ["filtered-bc"]  # the class's declared name, not the path
     assert meta["cell_id"].iloc[0].startswith("BallRun__filtered-bc__k20__s0__smoke__q200__o-")

@@ -125,6 +125,10 @@ def register(app: typer.Typer) -> None:
         total = len(prepared.planned)
         stated = f", budget {cfg.budget}" if cfg.budget else ", budget unstated (each method's defaults)"
         out.print(f"sweep: {total} cells ({cfg.profile} profile{stated}, {cfg.executor} executor) -> {results}")
+        if prepared.todo:
+            from bench.live import sweep_estimate
+
+            out.print(sweep_estimate([p.resolved for p in prepared.todo], results))
         progress = Progress(
             TextColumn("[bold]cells"),
             BarColumn(),
