@@ -23,7 +23,7 @@ def result_table(frame, title: str):  # type: ignore[no-untyped-def]
     """A rich table of one cell's stored episodes: one row per checkpoint (final, best)."""
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, caption="mean over the evaluation episodes (std: their standard deviation)")
     for col in ("checkpoint", "norm. reward", "norm. cost", "safe", "return", "cost", "episodes"):
         table.add_column(col, justify="right" if col != "checkpoint" else "left")
     for checkpoint in ("final", "best"):
@@ -35,8 +35,8 @@ def result_table(frame, title: str):  # type: ignore[no-untyped-def]
         n = len(rows)
         table.add_row(
             checkpoint,
-            f"{nr.mean():.3f} (std {nr.std(ddof=0):.3f} over {n} episodes)",
-            f"{nc.mean():.3f} (std {nc.std(ddof=0):.3f} over {n} episodes)",
+            f"{nr.mean():.3f} (std {nr.std(ddof=0):.3f})",
+            f"{nc.mean():.3f} (std {nc.std(ddof=0):.3f})",
             "[bold green]yes[/]" if safe else "[red]no[/]",
             f"{rows['return'].mean():.1f}",
             f"{rows['cost'].mean():.1f}",
