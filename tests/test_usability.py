@@ -42,7 +42,7 @@ def test_tasks_in_a_pipe_takes_columns_and_cuts_nothing(monkeypatch):
 def test_report_where_without_a_match_lists_the_values_that_exist(tmp_path, capsys):
     from test_report import hand_cells, write_store
 
-    write_store(tmp_path, hand_cells(), profile="quick")
+    write_store(tmp_path, hand_cells().head(4), profile="quick")  # one task, one method, its 4 cells
     code = main(["report", "--results", str(tmp_path), "--no-plots", "--where", "profile=paper"])
     err = capsys.readouterr().err
     assert code == 2 and "no cells match --where profile=paper: profile is one of quick here" in err
