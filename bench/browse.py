@@ -170,6 +170,8 @@ def stored_policy(results_dir: Path | str, cell_id: str, checkpoint: str = "fina
     from bench import runner, training
     from bench.seeding import seed_everything
 
+    if checkpoint not in ("final", "best"):
+        raise BadInput(f"--checkpoint {checkpoint}: choose final or best")
     results_dir = Path(results_dir)
     record = cell_record(results_dir, cell_id)
     if record["meta"] is None:
@@ -193,8 +195,6 @@ def stored_policy(results_dir: Path | str, cell_id: str, checkpoint: str = "fina
         if state.get("best_state") is None:
             raise BadInput(f"cell {cell_id} has no best checkpoint (no online evaluation ran); use --checkpoint final")
         return cell, learner.policy_from_state(0, state["best_state"])
-    if checkpoint != "final":
-        raise BadInput(f"--checkpoint {checkpoint}: choose final or best")
     return cell, learner.policies()[0]
 
 

@@ -96,3 +96,6 @@ def test_evaluate_reproduces_the_stored_scores_and_films_an_episode(store_dir, t
     code = main(["evaluate", "k40", "--results", str(store_dir)])
     err = capsys.readouterr().err
     assert code == 2 and "not finished" in err
+    code = main(["evaluate", DONE, "--results", str(store_dir), "--checkpoint", "best"])  # smoke: no online evaluation
+    err = capsys.readouterr().err
+    assert code == 2 and "has no best checkpoint" in err and err.strip().count("\n") == 0
