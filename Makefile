@@ -1,6 +1,8 @@
 # presa-bench. `make demo` and `make test` each do the whole set-up first (make install).
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# The interpreter of the venv: empty = python3.11 on PATH, else a CPython 3.11 installed by uv, else
+# one line on how to get one (scripts/find-python.sh; the pins need 3.11: docs/install.md).
+PYTHON ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.presa-installed
@@ -14,7 +16,7 @@ install: $(STAMP)
 
 # The stamp depends on everything that defines the environment: a no-op when it is up to date.
 $(STAMP): requirements/lock.txt requirements/nodeps.txt pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { py=$$(scripts/find-python.sh $(PYTHON)) && "$$py" -m venv $(VENV); }
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps -r requirements/lock.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
@@ -33,7 +35,7 @@ test: install
 
 # Regenerate the lock from a fresh resolution of requirements/base.txt (needs the package registry).
 lock:
-	rm -rf /tmp/presa-lock-venv && $(PYTHON) -m venv /tmp/presa-lock-venv
+	rm -rf /tmp/presa-lock-venv && py=$$(scripts/find-python.sh $(PYTHON)) && "$$py" -m venv /tmp/presa-lock-venv
 	/tmp/presa-lock-venv/bin/pip install -q torch==2.13.0
 	/tmp/presa-lock-venv/bin/pip install -q -r requirements/base.txt
 	/tmp/presa-lock-venv/bin/pip install -q --no-deps -r requirements/nodeps.txt

@@ -4,6 +4,7 @@ inside commands so that `presa-bench --help` stays fast."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import traceback
 
@@ -22,7 +23,7 @@ app = typer.Typer(
 )
 
 #: The command modules (bench/commands/<name>.py), in help order; each has ``register(app)``.
-COMMAND_MODULES = ("tasks", "data", "feedback", "label", "run", "sweep", "report", "results")
+COMMAND_MODULES = ("tasks", "algos", "data", "feedback", "label", "run", "evaluate", "sweep", "report", "results")
 
 
 @app.callback()
@@ -37,6 +38,18 @@ def _register(target: typer.Typer) -> None:
     CLI fails loudly at start) rather than its commands vanishing from the CLI."""
     for name in COMMAND_MODULES:
         importlib.import_module(f"bench.commands.{name}").register(target)
+    _reflow_help(target)
+
+
+def _reflow_help(target: typer.Typer) -> None:
+    """Command help from docstrings without the source's hard line breaks (Typer's command lists keep
+    them): the lines of each paragraph are joined; blank lines still separate paragraphs."""
+    for info in target.registered_commands:
+        text = info.help or inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(" ".join(part.split()) for part in text.split("\n\n"))
+    for group in target.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
 
 
 _register(app)

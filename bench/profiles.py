@@ -1,4 +1,6 @@
-"""Budgets: `smoke` (about a minute, CI), `quick` (minutes on a laptop), `paper` (the paper's budgets)."""
+"""Budgets: `smoke` (about a minute, CI), `quick` (10,000 steps: measured on one CPU thread, PreSa 827 s and
+BC-Safe 36 s on BallCircle; `presa-bench run` prints an estimate from configs/speeds.yaml before a cell
+starts), `paper` (the paper's budgets)."""
 
 from __future__ import annotations
 

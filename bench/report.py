@@ -251,9 +251,10 @@ def apply_where(cells, where: list[str] | tuple[str, ...] | None):  # type: igno
             mask = cells[key].astype(str).str.lower() == value.lower()
         else:
             mask = cells[key].astype(str) == value
+        if not np.asarray(mask, bool).any():
+            have = ", ".join(sorted({f"{v:g}" if isinstance(v, float) else str(v) for v in cells[key]}))
+            raise BadInput(f"no cells match --where {' '.join(where or ())}: {key} is one of {have} here")
         cells = cells[np.asarray(mask, bool)]
-        if cells.empty:
-            raise BadInput(f"no cells match --where {' '.join(where or ())} (see the values in the report without it)")
     return cells
 
 

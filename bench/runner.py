@@ -12,7 +12,6 @@ never leak into a new config).
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import time
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from bench import algorithms
 from bench import results as store
 from bench import training
 from bench.devices import resolve_device, tune_cpu_allocator
@@ -122,16 +122,8 @@ def _parse_value(raw: str, yaml: Any) -> Any:
 
 
 def algorithm_path(name: str) -> str:
-    """The registry's "module:Class" for a name (raises BadInput for an unknown name)."""
-    from bench import algorithms
-
-    algorithms.get_algorithm(name)  # validates the name with a did-you-mean message
-    return algorithms.REGISTRY[name.strip().lower()]
-
-
-def _load_class(path: str) -> type[Algorithm]:
-    module_name, _, cls_name = path.partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    """The loadable "module:Class" of an ``--algo`` spec (raises BadInput for an unknown one)."""
+    return algorithms.resolve_algorithm(name)[1]
 
 
 def _config_dict(config: Any) -> Any:
@@ -160,9 +152,9 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     if threshold < 0:
         raise BadInput(f"threshold {threshold:g} is negative: a cost threshold must be >= 0")
     path = spec.algorithm_path or algorithm_path(spec.algorithm)
-    algorithm_cls = _load_class(path)
-    # The registry key names the cell: two keys may share one class (with different defaults).
-    name = spec.algorithm.strip().lower()
+    algorithm_cls = algorithms.load_class(path)
+    # The registry key (a user's class: its declared name) names the cell: two keys may share one class.
+    name = algorithms.cell_name(spec.algorithm, algorithm_cls)
     dataset_path = find_dataset(task, spec.dataset)
     dataset_hash = store.file_hash(dataset_path)
     overrides = dict(spec.overrides)

@@ -4,7 +4,8 @@ The loop owns what every method needs around its gradient steps, written once:
 
 - logging: interval means of the learner's per-member metrics every ``profile.log_every`` steps
   (and at a learner's phase ends and the last step) into each member's curve, and to ``spec.log``
-  with the interval's steps/s (the live log only: stored curves stay deterministic);
+  with the interval's steps/s (the live log only: stored curves stay deterministic); each online
+  evaluation goes to ``spec.log`` too, with ``"source": "eval"``;
 - online evaluation every ``profile.eval_every`` steps and at the last step, with bench.evaluation
   on seeds ``DURING_TRAINING_SEED_OFFSET + seed`` (disjoint from the final evaluation's), with the
   global RNG states saved and restored around it, so that evaluating never changes training numbers;
@@ -217,6 +218,8 @@ def run(learner: Learner, specs: Sequence[TrainSpec], saved: Sequence[dict[str, 
         for e, (spec, policy) in enumerate(zip(specs, learner.policies())):
             metrics = evaluate_online(policy, spec)
             curves[e].append({"step": step, "source": "eval", **metrics})
+            if spec.log is not None:  # the live log sees every curve the store keeps (bench.live)
+                spec.log(step, {"source": "eval", **metrics})
             key = selection_key(metrics)
             if key < best_keys[e]:
                 best_keys[e], best_states[e] = key, policy.state_dict()  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ runner = CliRunner()
 
 
 #: Every command of `presa-bench` (a command module that does not import must not drop one silently).
-COMMANDS = ["data", "feedback", "label", "report", "results", "run", "sweep", "tasks"]
+COMMANDS = ["algos", "data", "evaluate", "feedback", "label", "report", "results", "run", "sweep", "tasks"]
 
 
 def test_registered_commands_are_all_there():

@@ -38,12 +38,14 @@ def register(app: typer.Typer) -> None:
         reps: int = typer.Option(2000, "--reps", help="Bootstrap replicates for the CIs (rliable's default is 50000)."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG/PDF plots."),
     ) -> None:
-        """Tables (terminal, Markdown, LaTeX) per protocol, plots, IQM / safe share / P(improvement), summary."""
+        """Tables (terminal, Markdown, LaTeX, one self-contained HTML page) per protocol, plots, IQM / safe share /
+        P(improvement), summary."""
         from rich.table import Table
 
         from bench.console import console
         from bench.errors import BadInput
         from bench.report import build_report, rich_table
+        from bench.report_html import write_pages
         from bench.stats import MIN_SEEDS
         from bench.results import load_failures
 
@@ -52,6 +54,7 @@ def register(app: typer.Typer) -> None:
         out_dir = out if out is not None else results / "report"
         ref = reference.strip().lower() if reference else None
         report = build_report(results, out_dir, checkpoint=checkpoint, reps=reps, plots=plots, where=where, reference=ref)
+        report.files += write_pages(report, f"presa-bench results: {results}")
         con = console()
         if len(report.groups) > 1:
             con.print(

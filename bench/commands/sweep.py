@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
     def sweep_cmd(
         config: Optional[Path] = typer.Option(None, "--config", help="Sweep YAML (configs/*.yaml); flags below override it."),
         tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="Tasks or groups (paper, bullet, safety-gymnasium), comma-separated."),
-        algos: Optional[list[str]] = typer.Option(None, "--algos", help="Algorithms, comma-separated."),
+        algos: Optional[list[str]] = typer.Option(None, "--algos", help="Methods, comma-separated: names from `presa-bench algos`, package.module:Class or path/to/file.py:Class."),
         thresholds: Optional[list[str]] = typer.Option(None, "--thresholds", help="Cost thresholds (default: each task's three)."),
         seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds (default 0,10,20)."),
         profile: Optional[str] = typer.Option(None, "--profile", help="smoke, quick or paper."),
@@ -125,6 +125,10 @@ def register(app: typer.Typer) -> None:
         total = len(prepared.planned)
         stated = f", budget {cfg.budget}" if cfg.budget else ", budget unstated (each method's defaults)"
         out.print(f"sweep: {total} cells ({cfg.profile} profile{stated}, {cfg.executor} executor) -> {results}")
+        if prepared.todo:
+            from bench.live import sweep_estimate
+
+            out.print(sweep_estimate([p.resolved for p in prepared.todo], results))
         progress = Progress(
             TextColumn("[bold]cells"),
             BarColumn(),

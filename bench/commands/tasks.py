@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
         table = Table(title="DSRL tasks (constants from dsrl.infos)")
         for col in ("task", "suite", "env id", "T", "thresholds", "reward min..max", "max cost", "dataset"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for task in TASKS.values():
             if not task.supported and not all_tasks:
                 continue
@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
                 where,
             )
         from bench.console import console as _console
-        console = _console()
-        console.print(table)
+        from bench.console import print_table
+
+        print_table(table)
         if not all_tasks:
-            console.print("9 MetaDrive tasks are not supported (`--all` shows them and why).")
+            _console().print("9 MetaDrive tasks are not supported (`--all` shows them and why).")

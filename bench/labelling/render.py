@@ -222,6 +222,12 @@ def background(geometry: Geometry, view: View):  # type: ignore[no-untyped-def]
     return image
 
 
+def counter_text(k: int, steps: int, what: str, so_far: float, total: float) -> str:
+    """The counter above frame ``k`` of a segment: the step, and ``what`` so far against the segment's
+    total (a labeller sees the end-of-segment total on every frame, not only during the end pause)."""
+    return f"step {k}/{steps}   {what} {so_far:g} / segment total {total:g}"
+
+
 def segment_frames(geometry: Geometry, view: View, base, observations: np.ndarray, next_observations: np.ndarray):  # type: ignore[no-untyped-def]
     """The animation of one segment: frame k shows the path after k steps (k = 0..H)."""
     from PIL import ImageDraw
@@ -245,8 +251,7 @@ def segment_frames(geometry: Geometry, view: View, base, observations: np.ndarra
             draw.line([tuple(points[i]), tuple(points[i + 1])], fill=_BAD if bad[i] else _PATH, width=4 if bad[i] else 3)
         ax, ay = points[k]
         draw.ellipse([ax - 6, ay - 6, ax + 6, ay + 6], fill=_BAD if k and bad[k - 1] else _AGENT)
-        outside = int(bad[:k].sum())
-        text = f"step {k}/{steps}   red steps {outside}"
+        text = counter_text(k, steps, "red steps", float(bad[:k].sum()), float(bad.sum()))
         if geometry.kind == "run":
             text += f"   speed {speeds[k]:.2f} (limit {geometry.speed_limit:g})"
         draw.rectangle([0, 0, frame.width, TOP - 1], fill=(255, 255, 255))

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.labelling.render import counter_text
+
 #: Largest |replayed - stored| observation difference accepted (stored as float32: ~1e-6 off).
 TOLERANCE = 1e-4
 #: Frame size in pixels and the camera (PyBullet yaw/pitch in degrees, distance in metres).
@@ -124,17 +126,18 @@ def replay_segment(task: Any, seed: int, observations: np.ndarray, next_observat
 
 
 def replay_gif(frames: list[np.ndarray], costs: np.ndarray, frame_ms: int, end_pause_ms: int) -> bytes:
-    """An animated GIF of replayed frames with a step counter and the stored cost so far."""
+    """An animated GIF of replayed frames with a step counter and the stored cost so far / the segment's total."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=12)
     steps = len(frames) - 1
+    total = float(np.sum(costs[:steps]))
     images = []
     for k, array in enumerate(frames):
         image = Image.new("RGB", (array.shape[1], array.shape[0] + TOP), (255, 255, 255))
         image.paste(Image.fromarray(array), (0, TOP))
         cost = float(np.sum(costs[:k]))
-        ImageDraw.Draw(image).text((4, 3), f"step {k}/{steps}   cost so far {cost:g}", fill=(220, 30, 30) if k and costs[k - 1] > 0 else (0, 0, 0), font=font)
+        ImageDraw.Draw(image).text((4, 3), counter_text(k, steps, "cost so far", cost, total), fill=(220, 30, 30) if k and costs[k - 1] > 0 else (0, 0, 0), font=font)
         images.append(image)
     palette = images[len(images) // 2].quantize(colors=128, dither=Image.Dither.NONE)
     images = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
