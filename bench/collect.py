@@ -186,6 +186,10 @@ class CollectConfig:
     #: gzip level of the written file (9 + shuffle: ~13% smaller than DSRL's level 4 on BallCircle).
     compression_level: int = 9
     command: str = ""
+    #: Keep at most this share of episodes whose cost is within the task's middle threshold (Bullet:
+    #: 20), dropping safe episodes at random after the grid filter: data collected mostly by
+    #: policies that break the limit (a development-family axis, issue 27). None = no cap.
+    max_safe_share: float | None = None
 
     def __post_init__(self) -> None:
         self.task.require_supported()
@@ -197,6 +201,8 @@ class CollectConfig:
             raise BadInput(f"--train-steps must be at least 1, got {self.train_steps}")
         if self.seed < 0:
             raise BadInput(f"--seed must be non-negative, got {self.seed}")
+        if self.max_safe_share is not None and not 0.0 < self.max_safe_share < 1.0:
+            raise BadInput(f"--max-safe-share must be in (0, 1), got {self.max_safe_share}")
 
     @property
     def directory(self) -> Path:
@@ -576,6 +582,24 @@ def select_episodes(
     return np.sort(kept)
 
 
+def safe_threshold(task: Task) -> float:
+    """The threshold a safe share is measured at: the task's middle one (Bullet 20)."""
+    thresholds = sorted(task.thresholds)
+    return thresholds[len(thresholds) // 2]
+
+
+def cap_safe_share(kept: np.ndarray, costs: np.ndarray, threshold: float, share: float, seed: int) -> np.ndarray:
+    """``kept`` with safe episodes (cost <= threshold) dropped at random until they are at most
+    ``share`` of the rest; every unsafe episode stays. Sorted."""
+    safe = kept[costs[kept] <= threshold]
+    unsafe = kept[costs[kept] > threshold]
+    allowed = int(np.floor(share / (1.0 - share) * len(unsafe)))
+    if len(safe) <= allowed:
+        return kept
+    rng = np.random.default_rng([seed, 0x5AFE])
+    return np.sort(np.concatenate([unsafe, rng.choice(safe, size=allowed, replace=False)]))
+
+
 # --------------------------------------------------------------------------------------------
 # Orchestration
 
@@ -736,6 +760,8 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
             f"no collected episode of {cfg.task.name} has cost <= {cfg.task.max_episode_cost:g}; "
             "use a larger --profile"
         )
+    if cfg.max_safe_share is not None:
+        kept = cap_safe_share(kept, costs, safe_threshold(cfg.task), cfg.max_safe_share, cfg.seed)
     arrays = {
         k: np.concatenate([chunks[ep_chunk[i]][k][ep_start[i]: ep_start[i] + ep_len[i]] for i in kept])
         for k in STEP_KEYS
@@ -757,6 +783,8 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
         "seed": cfg.seed,
         "profile": cfg.budget.name,
         "budget": _budget_record(cfg.budget),
+        **({"max_safe_share": {"share": cfg.max_safe_share, "threshold": safe_threshold(cfg.task)}}
+           if cfg.max_safe_share is not None else {}),
         "steps_per_run": cfg.steps_per_run,
         "filter": {"max_episode_cost": cfg.task.max_episode_cost, "target_episodes": cfg.target_episodes,
                    "cost_bins": cfg.cost_bins, "reward_bins": cfg.reward_bins, "min_per_bin": cfg.min_per_bin,

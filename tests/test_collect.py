@@ -284,3 +284,18 @@ def test_trpo_lagrangian_behaviour_policies_build_a_file(tmp_path: Path) -> None
     assert load_dataset(result.path, TASK).num_episodes == 3
     for name in ("smoke", "quick", "paper"):  # cards and work dirs of earlier collections still match
         assert "agent" not in _budget_record(get_budget(name))
+
+
+def test_a_safe_share_cap_keeps_every_unsafe_episode_and_few_safe_ones() -> None:
+    from bench.collect import cap_safe_share, safe_threshold
+
+    assert safe_threshold(TASK) == 20.0
+    costs = np.array([0.0] * 60 + [30.0] * 40)
+    kept = np.arange(100)
+    capped = cap_safe_share(kept, costs, 20.0, 0.2, seed=0)
+    assert set(np.flatnonzero(costs > 20.0)) <= set(capped)
+    assert (costs[capped] <= 20.0).sum() == 10  # 10 safe of 50: a share of exactly 0.2
+    assert np.array_equal(capped, np.sort(capped)) and np.array_equal(capped, cap_safe_share(kept, costs, 20.0, 0.2, seed=0))
+    assert np.array_equal(cap_safe_share(kept, costs, 20.0, 0.7, seed=0), kept)  # already under the cap
+    with pytest.raises(BadInput, match="--max-safe-share"):
+        _config(Path("/tmp"), max_safe_share=1.0)

@@ -61,7 +61,7 @@ def test_plan_prints_a_collect_command_per_dataset(lodo, tmp_path: Path, capsys)
     (tmp_path / "BallCircle-quick-s11").mkdir()
     assert lodo.main(["plan", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 8 and out[0].startswith("BallCircle-quick-s11 (present): presa-bench data collect --task BallCircle --profile quick")
+    assert len(out) == 10 and out[0].startswith("BallCircle-quick-s11 (present): presa-bench data collect --task BallCircle --profile quick")
     assert all("(missing)" in line for line in out[1:])
     assert lodo.main(["run", "--data-dir", str(tmp_path)]) == 2  # refuses before training anything
 

@@ -64,6 +64,7 @@ def collect_cmd(
     dataset_dir: Optional[Path] = typer.Option(None, "--dataset-dir", help="Output directory (default: $DSRL_DATASET_DIR, else ~/.dsrl/datasets)."),
     profile: str = typer.Option("quick", "--profile", help="Budget: smoke (seconds), quick (minutes for a Bullet task), paper (DSRL-like), paper-run (BallRun's recipe), lite, mini; dev-unsafe, dev-noisy, dev-trpo: development-family recipes (docs/presa.md)."),
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Override the env steps per behaviour policy."),
+    max_safe_share: Optional[float] = typer.Option(None, "--max-safe-share", help="Keep at most this share of episodes within the task's middle threshold (drops safe episodes at random; a development-family axis)."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="End with the discrimination probe (minutes; see `data probe`)."),
     probe_config: Optional[Path] = typer.Option(None, "--probe-config", help="Probe settings YAML (default bench/assets/probe.yaml)."),
 ) -> None:
@@ -86,6 +87,8 @@ def collect_cmd(
     if (task is None) == (suite is None):
         raise BadInput("give exactly one of --task T (or T1,T2) or --suite bullet|safety-gymnasium|paper")
     if suite is not None or "," in (task or "") or executor != "local":
+        if max_safe_share is not None:
+            raise BadInput("--max-safe-share applies to one task collected here: give one --task and no --executor")
         _collect_many(task, suite, executor, slurm_partition, slurm_timeout_min, log_dir, dataset_dir, profile,
                       seed, workers, episodes, train_steps)
         return
@@ -93,6 +96,7 @@ def collect_cmd(
     cfg = CollectConfig(
         task=get_task(task), budget=get_budget(profile), seed=seed, workers=workers, out_dir=dataset_dir,
         episodes=episodes, train_steps=train_steps, command=shlex.join(["presa-bench", *sys.argv[1:]]),
+        max_safe_share=max_safe_share,
     )
     console = _console()
     console.print(f"collecting {cfg.task.name} ({cfg.budget.name} profile, seed {seed}); work directory {cfg.work_dir}")
