@@ -470,7 +470,8 @@ def _write_tables(
     from bench.faults import crash_point
 
     crash_point("write")  # crash injection (bench.faults): staged, nothing renamed yet
-    meta_file.unlink(missing_ok=True)  # from here until the new meta lands, the cell is not done
+    # Each file is swapped in whole (os.replace): a reader sees the old or the new file, never none.
+    # The old meta stays until the new one replaces it, so a rewrite never shows the cell half gone.
     for tmp, path in staged:
         os.replace(tmp, path)
     atomic_write_bytes(meta_file, meta_bytes)
@@ -509,7 +510,26 @@ def stored_hash(results_dir: Path | str, key: CellKey) -> str | None:
 
 
 def is_done(results_dir: Path | str, key: CellKey, config_hash_: str) -> bool:
-    return stored_hash(results_dir, key) == config_hash_
+    """Whether the cell is stored with this config: its meta file holds the hash AND its episode and
+    curve files read whole with rows of that hash only (a truncated or stale table means rerun)."""
+    if stored_hash(results_dir, key) != config_hash_:
+        return False
+    return _table_hashes(episodes_path(results_dir, key)) == {config_hash_} and _table_hashes(
+        curves_path(results_dir, key)
+    ) in ({config_hash_}, set())  # a cell may have logged no curve
+
+
+def _table_hashes(path: Path) -> set[str] | None:
+    """The config hashes of a cell's episode or curve file (read whole); None if absent or unreadable."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception:  # noqa: BLE001 - absent, truncated or not parquet: the table does not read
+        return None
+    if "config_hash" not in table.column_names:
+        return None
+    return {str(h) for h in table.column("config_hash").to_pylist()}
 
 
 def write_failure(results_dir: Path | str, key: CellKey, error: str, traceback_text: str = "") -> Path:
@@ -555,22 +575,77 @@ def require_migrated(results_dir: Path | str) -> None:
         )
 
 
+#: Broken files already reported by this process (path, size, mtime): one warning line each.
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def _warn_broken(path: Path, exc: Exception) -> None:
+    """One line on stderr naming an unreadable cell file and the command that moves it aside."""
+    import sys
+
+    try:
+        stat = path.stat()
+        seen = (str(path), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        seen = (str(path), -1, -1)
+    if seen in _WARNED:
+        return
+    _WARNED.add(seen)
+    results_dir = path.parent.parent
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+    print(
+        f"warning: skipped unreadable cell file {path} ({reason}); "
+        f"run: presa-bench results check --repair --results {results_dir}",
+        file=sys.stderr,
+    )
+
+
+def _read_files(files: list[Path], schema: Any, names: list[str] | None):  # type: ignore[no-untyped-def]
+    """One pyarrow table of the readable files among ``files``: all in one call when they all read,
+    else file by file, skipping (with one warning each) those that do not."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    try:
+        return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(columns=names)
+    except Exception:  # noqa: BLE001 - find the broken file(s) below
+        pass
+    tables = []
+    for path in files:
+        try:
+            tables.append(ds.dataset(str(path), schema=schema, format="parquet").to_table(columns=names))
+        except FileNotFoundError:
+            continue  # moved aside meanwhile (`results check --repair`)
+        except Exception as exc:  # noqa: BLE001 - one broken cell must not hide the others
+            _warn_broken(path, exc)
+    empty = schema.empty_table()
+    return pa.concat_tables(tables) if tables else (empty.select(names) if names else empty)
+
+
+def _table_files(results_dir: Path | str, table: str) -> list[Path]:
+    directory = table_dir(results_dir, table)
+    return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+
+
 def _read_table(results_dir: Path | str, table: str, schema: Any, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
+    names = list(columns) if columns else None
+    return _read_files(_table_files(results_dir, table), schema, names).to_pandas()
+
+
+def _done_only(frame, meta, results_dir: Path | str):  # type: ignore[no-untyped-def]
+    """(rows of done cells, meta): rows whose (cell_id, config_hash) is in the meta table. The meta
+    of a cell whose rows and meta disagree is read again once: a writer may have swapped its
+    files between the two reads (episodes and curves first, meta last)."""
     import pandas as pd
 
-    names = list(columns) if columns else None
-    directory = table_dir(results_dir, table)
-    if not directory.is_dir() or not any(directory.glob("*.parquet")):
-        frame = schema.empty_table().to_pandas()
-        return frame[names] if names else frame
-    return pd.read_parquet(directory, columns=names, schema=schema)
-
-
-def _done_only(frame, meta):  # type: ignore[no-untyped-def]
-    """The rows of done cells: (cell_id, config_hash) present in the meta table."""
     done = dict(zip(meta["cell_id"], meta["config_hash"]))
+    stale = sorted(set(frame.loc[frame["cell_id"].map(done).ne(frame["config_hash"]), "cell_id"]) & set(done))
+    if stale:
+        again = _read_files([meta_path(results_dir, c) for c in stale], meta_schema(), list(meta.columns)).to_pandas()
+        meta = pd.concat([meta[~meta["cell_id"].isin(again["cell_id"])], again], ignore_index=True)
+        done = dict(zip(meta["cell_id"], meta["config_hash"]))
     keep = frame["cell_id"].map(done).eq(frame["config_hash"]).to_numpy(dtype=bool)
-    return frame[keep].reset_index(drop=True)
+    return frame[keep].reset_index(drop=True), meta
 
 
 def load_meta(results_dir: Path | str, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
@@ -588,7 +663,7 @@ def load_results(results_dir: Path | str, columns: Iterable[str] | None = None, 
     require_migrated(results_dir)
     names = list(dict.fromkeys(["cell_id", "config_hash", *columns])) if columns else None
     cells = load_meta(results_dir)
-    frame = _done_only(_read_table(results_dir, EPISODES, episode_schema(), names), cells)
+    frame, cells = _done_only(_read_table(results_dir, EPISODES, episode_schema(), names), cells, results_dir)
     if meta:
         extra = [c for c in cells.columns if c not in frame.columns or c in ("cell_id", "config_hash")]
         frame = frame.merge(cells[extra], on=["cell_id", "config_hash"], how="left", validate="many_to_one")
@@ -601,7 +676,7 @@ def load_curves(results_dir: Path | str, columns: Iterable[str] | None = None): 
     """Every learning-curve point of every finished cell (long form: step, source, metric, value)."""
     require_migrated(results_dir)
     names = list(dict.fromkeys(["cell_id", "config_hash", *columns])) if columns else None
-    frame = _done_only(_read_table(results_dir, CURVES, curve_schema(), names), load_meta(results_dir))
+    frame, _ = _done_only(_read_table(results_dir, CURVES, curve_schema(), names), load_meta(results_dir), results_dir)
     return frame[list(columns)].reset_index(drop=True) if columns else frame
 
 
@@ -641,6 +716,95 @@ def _pid_alive(pid: int) -> bool:
         return True
     return stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X")
     return True
+
+
+# --- checking and repairing a store ---------------------------------------------------------------
+
+#: Where `repair` moves the files of broken cells (never deleted): ``quarantine/<timestamp>/<table>/``.
+QUARANTINE = "quarantine"
+
+
+@dataclass
+class CellProblem:
+    """A cell whose files do not make a done cell: ``files`` are all of its table files present."""
+
+    cell_id: str
+    reason: str
+    files: list[Path]
+
+
+def _cell_being_written(results_dir: Path | str, cell_id: str) -> bool:
+    """Whether a process holds the cell's run lock (bench.runner's flock): its files are in flux."""
+    import fcntl
+
+    path = Path(results_dir) / CHECKPOINTS / f".{cell_id}.lock"
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def _cell_problem(results_dir: Path | str, cell_id: str) -> str | None:
+    """Why the cell's files are not a done cell (unreadable, partial, orphaned), or None if they are."""
+    paths = {EPISODES: episodes_path(results_dir, cell_id), CURVES: curves_path(results_dir, cell_id)}
+    meta_file = meta_path(results_dir, cell_id)
+    hashes = {table: _table_hashes(path) for table, path in paths.items() if path.exists()}
+    if not meta_file.exists():
+        return f"orphaned: {', '.join(f'{t}/' for t in hashes)} without its {META}/ file"
+    try:
+        _read_whole(meta_file, meta_schema())
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"unreadable {META}/ file ({type(exc).__name__})"
+    wanted = _meta_hash(meta_file)
+    for table, path in paths.items():
+        if table not in hashes:
+            return f"partial: no {table}/ file"
+        if hashes[table] is None:
+            return f"unreadable {table}/ file"
+        if hashes[table] - {wanted}:
+            return f"partial: {table}/ rows of another config than its {META}/ file"
+    return None
+
+
+def _read_whole(path: Path, schema: Any) -> None:
+    """Read a parquet file whole (raises when it does not read)."""
+    import pyarrow.dataset as ds
+
+    ds.dataset(str(path), schema=schema, format="parquet").to_table()
+
+
+def check_store(results_dir: Path | str) -> list[CellProblem]:
+    """Every cell whose table files are unreadable, partial (a table missing, or rows of another
+    config than its meta) or orphaned (episodes/curves without meta). Cells a process is running
+    right now (their run lock is held) are left out: their files are being replaced."""
+    ids = sorted({p.stem for table in (EPISODES, CURVES, META) for p in _table_files(results_dir, table)})
+    problems = []
+    for cell_id in ids:
+        reason = _cell_problem(results_dir, cell_id)
+        if reason and not _cell_being_written(results_dir, cell_id):
+            files = [p(results_dir, cell_id) for p in (episodes_path, curves_path, meta_path)]
+            problems.append(CellProblem(cell_id, reason, [f for f in files if f.exists()]))
+    return problems
+
+
+def quarantine(results_dir: Path | str, problems: list[CellProblem]) -> Path:
+    """Move the files of the broken cells to ``quarantine/<UTC timestamp>/<table>/`` (never delete):
+    the cells are then not done, and the next run or sweep reruns exactly them. Returns the folder."""
+    stamp = Path(results_dir) / QUARANTINE / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside, n = stamp, 1
+    while aside.exists():  # a second repair within the same second gets its own folder
+        aside, n = stamp.with_name(f"{stamp.name}-{n}"), n + 1
+    for problem in problems:
+        for path in problem.files:
+            target = aside / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    return aside
 
 
 # --- migration of the old one-table layout -------------------------------------------------------
