@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
@@ -13,10 +14,18 @@ def stage_bytes(path: Path, data: bytes) -> Path:
     The caller renames it into place (os.replace), or leaves it for `remove_stale_temp_files`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # no partial temp file is left behind
+        if exc.errno == errno.ENOSPC:
+            from bench.errors import BenchError
+
+            raise BenchError(f"no space left on the device to write {path}; free some space and rerun") from exc
+        raise
     return tmp
 
 
@@ -29,7 +38,11 @@ def atomic_write_bytes(path: Path, data: bytes, crash_point: str | None = None) 
         from bench.faults import crash_point as reach
 
         reach(crash_point)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

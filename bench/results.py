@@ -459,13 +459,17 @@ def _write_tables(
     stored cell as it was); then the old meta file goes, episodes and curves are renamed into place,
     and the meta file (the done marker) is written last."""
     meta_file = meta_path(results_dir, cell_id)
-    staged = [
-        (stage_bytes(path, _parquet_bytes(rows, schema)), path)
+    staged: list[tuple[Path, Path]] = []
+    try:
         for path, rows, schema in (
             (episodes_path(results_dir, cell_id), episodes, episode_schema()),
             (curves_path(results_dir, cell_id), curves, curve_schema()),
-        )
-    ]
+        ):
+            staged.append((stage_bytes(path, _parquet_bytes(rows, schema)), path))
+    except BaseException:
+        for tmp, _ in staged:  # e.g. the disk filled up on the second file: the first goes too
+            tmp.unlink(missing_ok=True)
+        raise
     meta_bytes = _parquet_bytes([meta], meta_schema().with_metadata({HASH_KEY: config_hash_.encode()}))
     from bench.faults import crash_point
 
@@ -507,6 +511,23 @@ def stored_hash(results_dir: Path | str, key: CellKey) -> str | None:
     """The config hash of a stored (done) cell, or None if absent or unreadable (then it is rerun)."""
     require_migrated(results_dir)
     return _meta_hash(meta_path(results_dir, key))
+
+
+def require_writable(results_dir: Path | str) -> None:
+    """BadInput (exit 2) when a cell could not be stored in ``results_dir``: the store or one of its
+    folders is a file, or not writable. Called before training, so no training is wasted."""
+    from bench.errors import BadInput
+
+    root = Path(results_dir)
+    for path in (root, *(root / name for name in (EPISODES, CURVES, META, FAILURES, CHECKPOINTS))):
+        if path.exists() and not path.is_dir():
+            raise BadInput(f"{path} is a file, but the result store needs a folder there; move the file away or choose another --results")
+        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise BadInput(f"cannot write to {path}; fix its permissions or choose another --results")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create the result store {root}: {exc.strerror}; choose another --results") from None
 
 
 def is_done(results_dir: Path | str, key: CellKey, config_hash_: str) -> bool:

@@ -499,6 +499,7 @@ def prepare_sweep(config: SweepConfig, results_dir: Path | str = "results", cell
     if config.ensemble_size is not None and config.ensemble_size < 1:
         raise BadInput(f"--ensemble-size must be >= 1, got {config.ensemble_size}")
     results_dir = Path(results_dir)
+    store.require_writable(results_dir)
     cells = cells if cells is not None else expand(config)
     check_datasets(sorted({c.task for c in cells}), config.dataset)
     store.remove_stale_temp_files(results_dir)

@@ -97,3 +97,100 @@ def test_rewriting_a_cell_never_shows_it_half_gone(tmp_path):
         reader.join()
     assert not errors, errors[:3]
     assert sizes and set(sizes) == {6}
+
+
+RUN = ["run", "--task", "BallRun", "--algo", "linear-bc", "--threshold", "20", "--profile", "smoke", "--device", "cpu"]
+
+
+@pytest.fixture
+def _linear_bc(monkeypatch):
+    from tests import _sim_data
+
+    _sim_data.register(monkeypatch)
+
+
+def test_a_new_cell_runs_into_a_store_with_a_broken_file(_linear_bc, sim_dataset_path, tmp_path, capsys):
+    other = make_record("a")
+    store.write_cell(tmp_path, other)
+    _truncate(store.episodes_path(tmp_path, other.key))
+    code = main(RUN + ["--dataset", str(sim_dataset_path), "--results", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "results check --repair" in line]
+    assert len(warnings) == 1 and other.key.cell_id in warnings[0]
+    assert set(store.load_results(tmp_path)["algorithm"]) == {"linear-bc"}
+
+
+@pytest.mark.parametrize("table", ["meta", "checkpoints"])
+def test_a_store_folder_that_is_a_file_is_refused_before_training(_linear_bc, sim_dataset_path, tmp_path, capsys, monkeypatch, table):
+    from bench import training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the store was checked")
+
+    monkeypatch.setattr(training, "train", no_training)
+    (tmp_path / table).write_text("not a folder")
+    code = main(RUN + ["--dataset", str(sim_dataset_path), "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert str(tmp_path / table) in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert (tmp_path / table).read_text() == "not a folder"
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from bench import io as bench_io
+    from bench.errors import BenchError
+
+    store.write_cell(tmp_path, make_record())
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")}
+    writes = []
+
+    def full_disk(fd: int) -> None:
+        writes.append(fd)
+        if len(writes) == 2:  # the episodes file staged, the curves file finds the disk full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(bench_io.os, "fsync", full_disk)
+    record = make_record(config={"lr": 5.0})
+    with pytest.raises(BenchError, match="no space left on the device to write .*curves.*free some space"):
+        store.write_cell(tmp_path, record)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before  # the stored cell is intact
+
+
+def test_a_cell_finished_by_another_process_counts_as_done_not_failed(_linear_bc, sim_dataset_path, tmp_path, monkeypatch):
+    """Two sweeps of one grid: the second waits for the cell the first is running, then skips it."""
+    import fcntl
+
+    from bench import runner
+
+    spec = runner.CellSpec(task="BallRun", algorithm="linear-bc", threshold=20.0, seed=0, profile="smoke",
+                           dataset=str(sim_dataset_path), device="cpu")
+    cell = runner.resolve(spec)
+    lock = tmp_path / "checkpoints" / f".{cell.key.cell_id}.lock"
+    lock.parent.mkdir(parents=True)
+    checked = threading.Event()
+    is_done = store.is_done
+
+    def watched(*args):  # type: ignore[no-untyped-def]
+        done = is_done(*args)
+        checked.set()
+        return done
+
+    monkeypatch.setattr(store, "is_done", watched)
+    outcome = []
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # the other sweep runs the cell
+        worker = threading.Thread(target=lambda: outcome.append(runner.run_cell_safely(spec, tmp_path)))
+        worker.start()
+        checked.wait(timeout=60)  # this sweep found the cell not done and went for its lock
+        record = make_record()
+        store.write_cell(tmp_path, store.CellRecord(
+            key=cell.key, suite="bullet", config=cell.config, config_hash=cell.config_hash, episodes=record.episodes,
+        ))
+    worker.join(timeout=120)
+    assert outcome and outcome[0].status == "skipped", outcome
+    assert not store.load_failures(tmp_path)
