@@ -110,3 +110,22 @@ def test_a_key_stored_as_a_scalar_or_a_group_exit_2_one_line(sim_dataset_path, t
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"'observations' is a {kind}" in err and err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("command", ["run", "label"])
+def test_a_feedback_size_beyond_memory_is_refused_before_allocating(
+    _linear_bc, sim_dataset_path, tmp_path, capsys, monkeypatch, command
+):
+    from bench.feedback import segments
+
+    monkeypatch.setattr(segments, "available_memory", lambda: 2**20)  # a machine with 1 MiB free
+    if command == "run":
+        argv = ["run", "--task", "BallRun", "--algo", "linear-bc-fb", "--threshold", "20", "--profile", "smoke",
+                "--device", "cpu", "--num-queries", "50000", "--results", str(tmp_path)]
+    else:
+        argv = ["label", "serve", "--task", "BallRun", "--queries", "50000", "--port", "0", "--out", str(tmp_path / "l.csv")]
+    code = main(argv + ["--dataset", str(sim_dataset_path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "50000 queries" in err and "GiB of memory" in err and "ask for fewer queries" in err
+    assert err.strip().count("\n") == 0
