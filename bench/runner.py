@@ -13,6 +13,7 @@ never leak into a new config).
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 import time
@@ -157,8 +158,9 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     task.require_supported()
     profile = get_profile(spec.profile)
     threshold = float(spec.threshold) if spec.threshold is not None else float(task.thresholds[len(task.thresholds) // 2])
-    if threshold < 0:
-        raise BadInput(f"threshold {threshold:g} is negative: a cost threshold must be >= 0")
+    if not math.isfinite(threshold) or threshold < 0:
+        why = "negative" if threshold < 0 else "not finite"
+        raise BadInput(f"threshold {threshold:g} is {why}: a cost threshold must be a finite number >= 0")
     path = spec.algorithm_path or algorithm_path(spec.algorithm)
     algorithm_cls = _load_class(path)
     # The registry key names the cell: two keys may share one class (with different defaults).

@@ -129,3 +129,62 @@ def test_a_feedback_size_beyond_memory_is_refused_before_allocating(
     assert code == 2, err
     assert "50000 queries" in err and "GiB of memory" in err and "ask for fewer queries" in err
     assert err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    "algo, setting, message",
+    [
+        ("bc-all", "batch_size=0", "bad --set batch_size=0 for bc-all: expected a whole number >= 1"),
+        ("bc-all", "update_steps=-5", "bad --set update_steps=-5 for bc-all: expected a whole number >= 1"),
+        ("bc-safe", "actor_lr=nan", "bad --set actor_lr=nan for bc-safe: expected a finite number"),
+        ("bc-all", "a_hidden_sizes=64,0", "bad --set a_hidden_sizes=64,0 for bc-all: expected a whole number >= 1"),
+        ("presa", "lr=inf", "bad --set lr=inf for presa: expected a finite number"),
+        ("presa", "lr=0", "bad --set lr=0 for presa: expected a learning rate > 0"),
+        ("cpq", "critic_lr=-0.5", "bad --set critic_lr=-0.5 for cpq: expected a learning rate > 0"),
+        ("cdt", "num_layers=0", "bad --set num_layers=0 for cdt: expected a whole number >= 1"),
+    ],
+)
+def test_nonsense_settings_are_refused_for_every_algorithm(tmp_path, capsys, algo, setting, message):
+    from tests.test_cli import _shipped_ballcircle
+
+    _shipped_ballcircle()
+    code = main(["run", "--task", "BallCircle", "--algo", algo, "--profile", "smoke", "--device", "cpu",
+                 "--results", str(tmp_path), "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and err.strip().count("\n") == 0
+
+
+def test_zero_warmup_and_sentinel_defaults_stay_allowed():
+    from bench.settings import check_range
+
+    assert check_range("warmup_lr", 0.0, 0.0) is None and check_range("lr_warmup_steps", 0, 500) is None
+    assert check_range("train_steps", 0, 0) is None and check_range("warmup_steps", -1, -1) is None
+    assert check_range("dropout", 0.0, 0.25) is None
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_threshold_must_be_finite(_linear_bc, sim_dataset_path, tmp_path, capsys, value):
+    code = main(["run", "--task", "BallRun", "--algo", "linear-bc", "--threshold", value, "--profile", "smoke",
+                 "--device", "cpu", "--dataset", str(sim_dataset_path), "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "not finite" in err and err.strip().count("\n") == 0
+    code = main(["label", "serve", "--task", "BallRun", "--threshold", value, "--dataset", str(sim_dataset_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not finite" in err, err
+
+
+@pytest.mark.parametrize(
+    "seeds, message",
+    [("[1.5]", "seeds.0: Input should be a valid integer, got a number with a fractional part (got 1.5)"),
+     ("[abc]", "seeds.0: Input should be a valid integer, unable to parse string as an integer (got 'abc')")],
+)
+def test_sweep_yaml_is_type_checked_one_line_per_error(tmp_path, capsys, seeds, message):
+    config = tmp_path / "grid.yaml"
+    config.write_text(f"tasks: [BallRun]\nalgorithms: [bc-all]\nseeds: {seeds}\nworkers: two\n")
+    code = main(["sweep", "--config", str(config), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 2 and message in err[0] and str(config) in err[0]
+    assert "workers: Input should be a valid integer" in err[1]
