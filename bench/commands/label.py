@@ -124,7 +124,7 @@ def serve_cmd(
             task=t.name, threshold=kappa, segment_length=int(length), episode_length=int(t.episode_length),
             budget=float(kappa) * length / t.episode_length, dataset=str(ds.path), rules=geometry.describe(), view=frames.view_name,
         )
-        holder["app"] = create_app(store, frames, context)
+        holder["app"] = create_app(store, frames, context, host=host)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         url_host = f"[{host}]" if ":" in host else host
         console().print(
