@@ -6,6 +6,7 @@ Layout under a results directory (default ``results/``)::
     curves/<cell-id>.parquet     its learning curve, long form: step, source ("train"/"eval"), metric, value
     meta/<cell-id>.parquet       ONE row: config JSON and hash, versions, git, timings, provenance, info
     failures/<cell-id>.json      a cell that raised, with its error; removed when it later succeeds
+    quarantine/<time>/<table>/   cell files `results check --repair` moved aside (never deleted)
     checkpoints/<cell-id>/       the trainer's checkpoint (resume after a kill)
     feedback/                    the feedback cache
 
@@ -17,14 +18,18 @@ episode_seed, length, step, steps) are int64 in every file (fixed schemas, no nu
 
 The meta file is the cell's done marker. `write_cell` stages all three files under hidden temp names
 (pyarrow ignores hidden, ``.``-prefixed, files when reading a directory; a writer killed meanwhile
-leaves the stored cell as it was), then removes the cell's old meta file (the cell is "not done"
-from here), renames episodes and curves into place and writes the meta file LAST. No file is ever
-seen half-written. A cell whose meta file is missing
-(or holds another config hash than its episode/curve rows) is not done: `is_done` says so, the
-rerun overwrites its files, and the readers `load_results` / `load_curves` / `load_meta` skip its
-rows: they keep only rows whose (cell_id, config_hash) is in the meta table. A bare
-``pd.read_parquet("results/episodes")`` gives the same rows except after a writer was killed between
-its episodes and meta files (then the orphan rows of that cell show until it is rerun).
+leaves the stored cell as it was), then swaps episodes and curves into place (os.replace) and the
+meta file LAST; the old meta file is never removed first, so a reader sees the old cell or the new
+one, never none. No file is ever seen half-written. A cell is done only when its meta file holds
+the config hash AND its episode and curve files read whole with rows of that hash (`is_done`);
+otherwise the rerun overwrites its files, and the readers `load_results` / `load_curves` /
+`load_meta` skip its rows: they keep only rows whose (cell_id, config_hash) is in the meta table.
+The readers read file by file where a file does not read (truncated, not parquet): they skip it
+with one warning line that names it and ``presa-bench results check --repair``, which moves the
+files of such broken, partial or orphaned cells to ``quarantine/<time>/`` (never deleted) so that
+the next run or sweep reruns exactly those cells. A bare ``pd.read_parquet("results/episodes")``
+gives the same rows except after a writer was killed between its episodes and meta files (then the
+orphan rows of that cell show until it is rerun).
 
 Stores of the old one-table layout (``cells/<cell-id>.parquet``, episode and curve rows in one
 schema with a ``kind`` column) are converted by ``presa-bench results migrate`` (`migrate`); the
