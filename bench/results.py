@@ -461,8 +461,8 @@ def _write_tables(
     curves: list[dict[str, Any]], meta: dict[str, Any],
 ) -> Path:
     """All three files are staged under hidden temp names first (a writer killed meanwhile leaves the
-    stored cell as it was); then the old meta file goes, episodes and curves are renamed into place,
-    and the meta file (the done marker) is written last."""
+    stored cell as it was, and a failed staging removes what it staged); then episodes and curves
+    are swapped into place and the meta file (the done marker) last, the old one never removed first."""
     meta_file = meta_path(results_dir, cell_id)
     staged: list[tuple[Path, Path]] = []
     try:
