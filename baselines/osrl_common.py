@@ -232,10 +232,10 @@ def restore_state(model: Any, trainer: Any, state: dict[str, Any]) -> None:
 
 
 def torch_load(path: Path) -> Any:
-    import torch
+    """A saved model file, loaded with weights_only (bench.io.load_torch_file): never runs code."""
+    from bench.io import load_torch_file
 
-    # our own checkpoint: numpy RNG states and config dicts are not plain tensors
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_torch_file(path)
 
 
 class CaptureLogger:

@@ -206,8 +206,6 @@ class SafeRLHF(Algorithm):
             raise BadInput(f"safe-rlhf: offline_rl must be one of {', '.join(CONSTRAINED)} (got '{config.offline_rl}')")
         if not 0.0 <= config.holdout_fraction < 1.0:
             raise BadInput(f"safe-rlhf: holdout_fraction must be in [0, 1) (got {config.holdout_fraction})")
-        if config.calibration_lr <= 0:
-            raise BadInput(f"safe-rlhf: calibration_lr must be > 0 (got {config.calibration_lr})")
         if config.model_steps is None:
             config.model_steps = max(200, spec.profile.train_steps // 5)
         rl_overrides = {k: v for k, v in spec.overrides.items() if k in stage2_keys}

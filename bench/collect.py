@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.errors import BadInput
-from bench.io import atomic_torch_save, atomic_write_bytes
+from bench.io import atomic_torch_save, atomic_write_bytes, load_torch_file
 from bench.tasks import BULLET, Task, dataset_dir
 from bench.workers import die_with_parent
 
@@ -312,8 +312,7 @@ def train_behaviour_policy(spec: RunSpec, report: Report | None = None) -> dict[
     env.close()
 
     if state_path.is_file():
-        # our own file: torch 2.13's weights_only default rejects the Lagrangian optimizer state
-        state = torch.load(state_path, weights_only=False)
+        state = load_torch_file(state_path)
         policy.load_state_dict(state["policy"])
         policy.optim.load_state_dict(state["optim"])
         steps, seconds, snapshots = state["steps"], state["seconds"], state["snapshots"]
@@ -854,7 +853,5 @@ def _saved_steps(spec: RunSpec) -> int:
     state_path = spec.run_dir / "state.pt"
     if not state_path.is_file():
         return 0
-    import torch
-
-    return int(torch.load(state_path, weights_only=False)["steps"])
+    return int(load_torch_file(state_path)["steps"])
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +87,10 @@ def read_hdf5(path: Path | str) -> dict[str, np.ndarray]:
                     f"dataset {path} is missing key(s) {', '.join(missing)}; a DSRL file needs "
                     f"{', '.join(REQUIRED_KEYS)}"
                 )
+            for key in REQUIRED_KEYS:
+                if not isinstance(f[key], h5py.Dataset) or f[key].ndim == 0:
+                    kind = "a group" if isinstance(f[key], h5py.Group) else "a scalar"
+                    raise DatasetError(f"dataset {path}: '{key}' is {kind}, expected an array with one row per transition")
             return {k: f[k][()] for k in REQUIRED_KEYS}
     except DatasetError:
         raise
@@ -255,8 +260,10 @@ def validate_arrays(
     source: str,
     obs_shape: tuple[int, ...] | None = None,
     act_shape: tuple[int, ...] | None = None,
+    act_bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    """Check dtypes, shapes and finiteness; raise DatasetError naming the first problem."""
+    """Check dtypes, shapes, finiteness and plausible magnitudes (``act_bounds``: the env's action
+    space low/high); raise DatasetError naming the first problem."""
     n = len(arrays["observations"])
     if n == 0:
         raise DatasetError(f"dataset {source} is empty")
@@ -292,6 +299,30 @@ def validate_arrays(
         if bad.any():
             row = int(np.flatnonzero(bad.reshape(n, -1).any(axis=1))[0])
             raise DatasetError(f"dataset {source}: '{key}' has {int(bad.sum())} NaN/inf value(s), first at row {row}")
+    for key in FLOAT_KEYS:
+        _refuse_beyond(arrays[key], -MAX_MAGNITUDE, MAX_MAGNITUDE, source, key, f"of magnitude above {MAX_MAGNITUDE:g}")
+    if act_bounds is not None:
+        low, high = (np.asarray(b, dtype=np.float64) for b in act_bounds)
+        slack = np.where(np.isfinite(high - low), high - low, np.inf) * ACTION_SLACK
+        _refuse_beyond(arrays["actions"], low - slack, high + slack, source, "actions", "far outside the env's action bounds")
+
+
+#: No observation, action, reward or cost of a real task comes near this: a larger one is corruption.
+MAX_MAGNITUDE = 1e6
+#: How far (in widths of the action space) a stored action may lie outside the env's bounds; an
+#: unclipped policy sample can, a corrupted value (1e30) cannot.
+ACTION_SLACK = 1.0
+
+
+def _refuse_beyond(values: np.ndarray, low: Any, high: Any, source: str, key: str, what: str) -> None:
+    """DatasetError naming the first value of ``values`` outside [low, high] (its row, index, value)."""
+    bad = (values < low) | (values > high)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DatasetError(
+            f"dataset {source}: '{key}' value {float(values[index]):g} at index {index if len(index) > 1 else index[0]} "
+            f"is {what}; fix or regenerate the file"
+        )
 
 
 def normalize_layout(arrays: dict[str, np.ndarray], source: str, warn: bool = True) -> dict[str, np.ndarray]:
@@ -322,11 +353,12 @@ def from_arrays(
     path: Path | None = None,
     obs_shape: tuple[int, ...] | None = None,
     act_shape: tuple[int, ...] | None = None,
+    act_bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Dataset:
     """Validate arrays and build a Dataset; a trailing episode with no end flag is dropped with a warning."""
     source = str(path) if path is not None else "<arrays>"
     arrays = normalize_layout(arrays, source, warn=path is not None)
-    validate_arrays(arrays, source, obs_shape, act_shape)
+    validate_arrays(arrays, source, obs_shape, act_shape, act_bounds)
     episodes, dangling = episode_boundaries(arrays["terminals"], arrays["timeouts"])
     if len(episodes) == 0:
         raise DatasetError(f"dataset {source} has no complete episode (no terminals or timeouts flag set)")
@@ -357,12 +389,13 @@ def load_dataset(path: Path | str, task: Task | None = None, check_env: bool = T
     """Load and validate a DSRL file. With a task and ``check_env``, shapes are checked against its env."""
     path = Path(path)
     arrays = read_hdf5(path)
-    obs_shape = act_shape = None
+    obs_shape = act_shape = act_bounds = None
     if task is not None and check_env:
-        from bench.envs import space_shapes
+        from bench.envs import action_bounds, space_shapes
 
         obs_shape, act_shape = space_shapes(task)
-    return from_arrays(arrays, task=task, path=path, obs_shape=obs_shape, act_shape=act_shape)
+        act_bounds = action_bounds(task)
+    return from_arrays(arrays, task=task, path=path, obs_shape=obs_shape, act_shape=act_shape, act_bounds=act_bounds)
 
 
 def load_task_dataset(task: Task, dataset: Path | str | None = None) -> Dataset:

@@ -5,21 +5,23 @@ main branch moved its files to the Hugging Face dataset ``YYY-45/DSRL`` in liuzu
 71064f2 (2025-11-12, ``dsrl/infos.py``: ``https://huggingface.co/datasets/YYY-45/DSRL/resolve/main/
 <file>``), with the same file names as before, so ``task.dsrl_filename`` is the file to fetch.
 
-huggingface_hub's ``hf_hub_download`` does the transfer: it resumes a dropped connection with an
-HTTP Range request (a few times per call), checks the size, writes into its cache under a
-temporary name and only renames a complete file. It does not check the content hash, so this
-module compares the file's sha256 with the hub's (the ETag of an LFS file is its sha256), then
-validates it with the data layer, and only then links it into the dataset directory under its
-final name (temporary name + rename). Transient failures (connection errors, 429/5xx, a size or
-hash mismatch) are retried with a back-off.
+The hub's answer is checked before anything is written: its ETag must be a sha256 (an LFS file)
+or a git hash and its commit a git hash (a hostile server's ``../../x`` never becomes a path).
+huggingface_hub's lower-level ``http_get`` then streams the file into ONE file of ours, named
+from the task registry, in a hidden folder under the dataset directory (``.hub-cache/``); it
+resumes a dropped connection with an HTTP Range request (a few times per call) and checks the
+size. This module compares the file's sha256 with the hub's, validates it with the data layer,
+and only then renames it into the dataset directory under its final name. Transient failures
+(connection errors, 429/5xx, a size or hash mismatch) are retried with a back-off; a partial file
+left by a killed run is resumed by the next one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +33,13 @@ from bench.tasks import BULLET, SAFETY_GYMNASIUM, Task, dataset_dir, paper_tasks
 #: DSRL's Hugging Face dataset (liuzuxin/DSRL@71064f2, dsrl/infos.py) and the revision read.
 HF_REPO = "YYY-45/DSRL"
 HF_REVISION = "main"
-#: The hub's cache, kept inside the dataset directory so that the final file is a hard link of
-#: the cached blob (no second copy on disk) and a rerun finds what was downloaded.
+#: Where a file is downloaded to (hidden, inside the dataset directory: the final rename is within
+#: one file system, and a rerun resumes what a killed run left).
 CACHE_SUBDIR = ".hub-cache"
 
 SUITES = {"bullet": BULLET, "safety-gymnasium": SAFETY_GYMNASIUM}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_GIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
 class Offline(BadInput):
@@ -116,32 +119,53 @@ def _first_line(exc: BaseException | None) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _fetch_once(task: Task, cache_dir: Path, revision: str, endpoint: str | None) -> tuple[Path, str | None, bool]:
-    """One attempt: the hub's metadata, hf_hub_download into the cache, sha256 check."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download
+def _check_hub_answer(task: Task, url: str, etag: str, commit: str | None) -> None:
+    """DatasetError (exit 2) unless the hub's ETag is a sha256 or git hash and its commit a git
+    hash: checked before anything is written, so a lying server cannot steer a write anywhere."""
+    if not (_SHA256.match(etag) or _GIT_HASH.match(etag)):
+        raise DatasetError(
+            f"the hub at {url} gave ETag {etag[:80]!r} for {task.dsrl_filename}, which is no sha256 or git hash; "
+            "refused, nothing written: check HF_ENDPOINT (is it the Hugging Face hub?)"
+        )
+    if commit is not None and not _GIT_HASH.match(commit):
+        raise DatasetError(
+            f"the hub at {url} gave commit {commit[:80]!r} for {task.dsrl_filename}, which is no git hash; "
+            "refused, nothing written: check HF_ENDPOINT (is it the Hugging Face hub?)"
+        )
+
+
+def _fetch_once(task: Task, work_dir: Path, revision: str, endpoint: str | None) -> tuple[Path, str | None, bool]:
+    """One attempt: the hub's metadata (checked), the file streamed into ``work_dir``, sha256 check."""
+    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
 
     url = hub_url(task, revision, endpoint)
     meta = get_hf_file_metadata(url, endpoint=endpoint)
     commit = meta.commit_hash
-    local = Path(
-        hf_hub_download(
-            HF_REPO, task.dsrl_filename, repo_type="dataset", revision=commit or revision,
-            cache_dir=cache_dir, endpoint=endpoint,
-        )
-    )
     expected = (meta.etag or "").strip('"').lower()
+    _check_hub_answer(task, url, expected, commit)
+    part = work_dir / f"{task.dsrl_filename}.part"  # the registry's name, never the server's
+    with open(part, "ab") as sink:
+        fcntl.flock(sink, fcntl.LOCK_EX)  # two downloads of one file: the second waits, then resumes
+        done = sink.seek(0, os.SEEK_END)
+        if meta.size is not None and done > meta.size:
+            sink.truncate(0)
+            done = 0
+        http_get(
+            meta.location or hub_url(task, commit or revision, endpoint), sink, resume_size=done,
+            headers=build_hf_headers(), expected_size=meta.size, displayed_filename=task.dsrl_filename,
+        )
     if not _SHA256.match(expected):
-        return local, commit, False
-    got = sha256_of(local)
+        return part, commit, False
+    got = sha256_of(part)
     if got != expected:
-        blob = local.resolve()
-        local.unlink(missing_ok=True)
-        blob.unlink(missing_ok=True)  # so that the next attempt downloads it again
+        part.unlink(missing_ok=True)  # so that the next attempt downloads it again
         raise _HashMismatch(
             f"{task.dsrl_filename} from {url} has sha256 {got} but the hub gives {expected} (deleted; "
             "rerun to download it again)"
         )
-    return local, commit, True
+    return part, commit, True
 
 
 def download(
@@ -180,6 +204,8 @@ def download(
         try:
             fetched = _fetch_once(task, cache_dir, revision, endpoint)
             break
+        except DatasetError:
+            raise  # the hub's answer was refused: retrying would get the same
         except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
             if _is_offline(exc):  # LocalEntryNotFoundError is an EntryNotFoundError too
                 last = exc
@@ -206,11 +232,5 @@ def download(
     local, commit, checked = fetched
 
     load_dataset(local, task)  # the data layer's validation (keys, shapes against the env, finite)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
-    blob = local.resolve()
-    try:
-        os.link(blob, tmp)
-    except OSError:
-        shutil.copyfile(blob, tmp)
-    tmp.replace(final)
+    local.replace(final)
     return Downloaded(task, final, sha256_of(final), final.stat().st_size, commit, True, checked)

@@ -19,10 +19,22 @@ def make_env(task: Task) -> Any:
 
 
 @lru_cache(maxsize=None)
-def space_shapes(task: Task) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(observation shape, action shape) of the task's env."""
+def _spaces(task: Task) -> tuple[Any, Any]:
+    """(observation space, action space) of the task's env (one env made per task and process)."""
     env = make_env(task)
     try:
-        return tuple(env.observation_space.shape), tuple(env.action_space.shape)
+        return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+def space_shapes(task: Task) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(observation shape, action shape) of the task's env."""
+    observation, action = _spaces(task)
+    return tuple(observation.shape), tuple(action.shape)
+
+
+def action_bounds(task: Task) -> tuple[Any, Any]:
+    """(low, high) arrays of the task's action space (bench.data refuses actions far outside them)."""
+    action = _spaces(task)[1]
+    return action.low.copy(), action.high.copy()

@@ -6,6 +6,7 @@ Layout under a results directory (default ``results/``)::
     curves/<cell-id>.parquet     its learning curve, long form: step, source ("train"/"eval"), metric, value
     meta/<cell-id>.parquet       ONE row: config JSON and hash, versions, git, timings, provenance, info
     failures/<cell-id>.json      a cell that raised, with its error; removed when it later succeeds
+    quarantine/<time>/<table>/   cell files `results check --repair` moved aside (never deleted)
     checkpoints/<cell-id>/       the trainer's checkpoint (resume after a kill)
     feedback/                    the feedback cache
 
@@ -17,14 +18,18 @@ episode_seed, length, step, steps) are int64 in every file (fixed schemas, no nu
 
 The meta file is the cell's done marker. `write_cell` stages all three files under hidden temp names
 (pyarrow ignores hidden, ``.``-prefixed, files when reading a directory; a writer killed meanwhile
-leaves the stored cell as it was), then removes the cell's old meta file (the cell is "not done"
-from here), renames episodes and curves into place and writes the meta file LAST. No file is ever
-seen half-written. A cell whose meta file is missing
-(or holds another config hash than its episode/curve rows) is not done: `is_done` says so, the
-rerun overwrites its files, and the readers `load_results` / `load_curves` / `load_meta` skip its
-rows: they keep only rows whose (cell_id, config_hash) is in the meta table. A bare
-``pd.read_parquet("results/episodes")`` gives the same rows except after a writer was killed between
-its episodes and meta files (then the orphan rows of that cell show until it is rerun).
+leaves the stored cell as it was), then swaps episodes and curves into place (os.replace) and the
+meta file LAST; the old meta file is never removed first, so a reader sees the old cell or the new
+one, never none. No file is ever seen half-written. A cell is done only when its meta file holds
+the config hash AND its episode and curve files read whole with rows of that hash (`is_done`);
+otherwise the rerun overwrites its files, and the readers `load_results` / `load_curves` /
+`load_meta` skip its rows: they keep only rows whose (cell_id, config_hash) is in the meta table.
+The readers read file by file where a file does not read (truncated, not parquet): they skip it
+with one warning line that names it and ``presa-bench results check --repair``, which moves the
+files of such broken, partial or orphaned cells to ``quarantine/<time>/`` (never deleted) so that
+the next run or sweep reruns exactly those cells. A bare ``pd.read_parquet("results/episodes")``
+gives the same rows except after a writer was killed between its episodes and meta files (then the
+orphan rows of that cell show until it is rerun).
 
 Stores of the old one-table layout (``cells/<cell-id>.parquet``, episode and curve rows in one
 schema with a ``kind`` column) are converted by ``presa-bench results migrate`` (`migrate`); the
@@ -456,21 +461,26 @@ def _write_tables(
     curves: list[dict[str, Any]], meta: dict[str, Any],
 ) -> Path:
     """All three files are staged under hidden temp names first (a writer killed meanwhile leaves the
-    stored cell as it was); then the old meta file goes, episodes and curves are renamed into place,
-    and the meta file (the done marker) is written last."""
+    stored cell as it was, and a failed staging removes what it staged); then episodes and curves
+    are swapped into place and the meta file (the done marker) last, the old one never removed first."""
     meta_file = meta_path(results_dir, cell_id)
-    staged = [
-        (stage_bytes(path, _parquet_bytes(rows, schema)), path)
+    staged: list[tuple[Path, Path]] = []
+    try:
         for path, rows, schema in (
             (episodes_path(results_dir, cell_id), episodes, episode_schema()),
             (curves_path(results_dir, cell_id), curves, curve_schema()),
-        )
-    ]
+        ):
+            staged.append((stage_bytes(path, _parquet_bytes(rows, schema)), path))
+    except BaseException:
+        for tmp, _ in staged:  # e.g. the disk filled up on the second file: the first goes too
+            tmp.unlink(missing_ok=True)
+        raise
     meta_bytes = _parquet_bytes([meta], meta_schema().with_metadata({HASH_KEY: config_hash_.encode()}))
     from bench.faults import crash_point
 
     crash_point("write")  # crash injection (bench.faults): staged, nothing renamed yet
-    meta_file.unlink(missing_ok=True)  # from here until the new meta lands, the cell is not done
+    # Each file is swapped in whole (os.replace): a reader sees the old or the new file, never none.
+    # The old meta stays until the new one replaces it, so a rewrite never shows the cell half gone.
     for tmp, path in staged:
         os.replace(tmp, path)
     atomic_write_bytes(meta_file, meta_bytes)
@@ -508,8 +518,44 @@ def stored_hash(results_dir: Path | str, key: CellKey) -> str | None:
     return _meta_hash(meta_path(results_dir, key))
 
 
+def require_writable(results_dir: Path | str) -> None:
+    """BadInput (exit 2) when a cell could not be stored in ``results_dir``: the store or one of its
+    folders is a file, or not writable. Called before training, so no training is wasted."""
+    from bench.errors import BadInput
+
+    root = Path(results_dir)
+    for path in (root, *(root / name for name in (EPISODES, CURVES, META, FAILURES, CHECKPOINTS))):
+        if path.exists() and not path.is_dir():
+            raise BadInput(f"{path} is a file, but the result store needs a folder there; move the file away or choose another --results")
+        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise BadInput(f"cannot write to {path}; fix its permissions or choose another --results")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create the result store {root}: {exc.strerror}; choose another --results") from None
+
+
 def is_done(results_dir: Path | str, key: CellKey, config_hash_: str) -> bool:
-    return stored_hash(results_dir, key) == config_hash_
+    """Whether the cell is stored with this config: its meta file holds the hash AND its episode and
+    curve files read whole with rows of that hash only (a truncated or stale table means rerun)."""
+    if stored_hash(results_dir, key) != config_hash_:
+        return False
+    return _table_hashes(episodes_path(results_dir, key)) == {config_hash_} and _table_hashes(
+        curves_path(results_dir, key)
+    ) in ({config_hash_}, set())  # a cell may have logged no curve
+
+
+def _table_hashes(path: Path) -> set[str] | None:
+    """The config hashes of a cell's episode or curve file (read whole); None if absent or unreadable."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception:  # noqa: BLE001 - absent, truncated or not parquet: the table does not read
+        return None
+    if "config_hash" not in table.column_names:
+        return None
+    return {str(h) for h in table.column("config_hash").to_pylist()}
 
 
 def write_failure(results_dir: Path | str, key: CellKey, error: str, traceback_text: str = "") -> Path:
@@ -555,22 +601,77 @@ def require_migrated(results_dir: Path | str) -> None:
         )
 
 
+#: Broken files already reported by this process (path, size, mtime): one warning line each.
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def _warn_broken(path: Path, exc: Exception) -> None:
+    """One line on stderr naming an unreadable cell file and the command that moves it aside."""
+    import sys
+
+    try:
+        stat = path.stat()
+        seen = (str(path), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        seen = (str(path), -1, -1)
+    if seen in _WARNED:
+        return
+    _WARNED.add(seen)
+    results_dir = path.parent.parent
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+    print(
+        f"warning: skipped unreadable cell file {path} ({reason}); "
+        f"run: presa-bench results check --repair --results {results_dir}",
+        file=sys.stderr,
+    )
+
+
+def _read_files(files: list[Path], schema: Any, names: list[str] | None):  # type: ignore[no-untyped-def]
+    """One pyarrow table of the readable files among ``files``: all in one call when they all read,
+    else file by file, skipping (with one warning each) those that do not."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    try:
+        return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(columns=names)
+    except Exception:  # noqa: BLE001 - find the broken file(s) below
+        pass
+    tables = []
+    for path in files:
+        try:
+            tables.append(ds.dataset(str(path), schema=schema, format="parquet").to_table(columns=names))
+        except FileNotFoundError:
+            continue  # moved aside meanwhile (`results check --repair`)
+        except Exception as exc:  # noqa: BLE001 - one broken cell must not hide the others
+            _warn_broken(path, exc)
+    empty = schema.empty_table()
+    return pa.concat_tables(tables) if tables else (empty.select(names) if names else empty)
+
+
+def _table_files(results_dir: Path | str, table: str) -> list[Path]:
+    directory = table_dir(results_dir, table)
+    return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+
+
 def _read_table(results_dir: Path | str, table: str, schema: Any, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
+    names = list(columns) if columns else None
+    return _read_files(_table_files(results_dir, table), schema, names).to_pandas()
+
+
+def _done_only(frame, meta, results_dir: Path | str):  # type: ignore[no-untyped-def]
+    """(rows of done cells, meta): rows whose (cell_id, config_hash) is in the meta table. The meta
+    of a cell whose rows and meta disagree is read again once: a writer may have swapped its
+    files between the two reads (episodes and curves first, meta last)."""
     import pandas as pd
 
-    names = list(columns) if columns else None
-    directory = table_dir(results_dir, table)
-    if not directory.is_dir() or not any(directory.glob("*.parquet")):
-        frame = schema.empty_table().to_pandas()
-        return frame[names] if names else frame
-    return pd.read_parquet(directory, columns=names, schema=schema)
-
-
-def _done_only(frame, meta):  # type: ignore[no-untyped-def]
-    """The rows of done cells: (cell_id, config_hash) present in the meta table."""
     done = dict(zip(meta["cell_id"], meta["config_hash"]))
+    stale = sorted(set(frame.loc[frame["cell_id"].map(done).ne(frame["config_hash"]), "cell_id"]) & set(done))
+    if stale:
+        again = _read_files([meta_path(results_dir, c) for c in stale], meta_schema(), list(meta.columns)).to_pandas()
+        meta = pd.concat([meta[~meta["cell_id"].isin(again["cell_id"])], again], ignore_index=True)
+        done = dict(zip(meta["cell_id"], meta["config_hash"]))
     keep = frame["cell_id"].map(done).eq(frame["config_hash"]).to_numpy(dtype=bool)
-    return frame[keep].reset_index(drop=True)
+    return frame[keep].reset_index(drop=True), meta
 
 
 def load_meta(results_dir: Path | str, columns: Iterable[str] | None = None):  # type: ignore[no-untyped-def]
@@ -588,7 +689,7 @@ def load_results(results_dir: Path | str, columns: Iterable[str] | None = None, 
     require_migrated(results_dir)
     names = list(dict.fromkeys(["cell_id", "config_hash", *columns])) if columns else None
     cells = load_meta(results_dir)
-    frame = _done_only(_read_table(results_dir, EPISODES, episode_schema(), names), cells)
+    frame, cells = _done_only(_read_table(results_dir, EPISODES, episode_schema(), names), cells, results_dir)
     if meta:
         extra = [c for c in cells.columns if c not in frame.columns or c in ("cell_id", "config_hash")]
         frame = frame.merge(cells[extra], on=["cell_id", "config_hash"], how="left", validate="many_to_one")
@@ -601,7 +702,7 @@ def load_curves(results_dir: Path | str, columns: Iterable[str] | None = None): 
     """Every learning-curve point of every finished cell (long form: step, source, metric, value)."""
     require_migrated(results_dir)
     names = list(dict.fromkeys(["cell_id", "config_hash", *columns])) if columns else None
-    frame = _done_only(_read_table(results_dir, CURVES, curve_schema(), names), load_meta(results_dir))
+    frame, _ = _done_only(_read_table(results_dir, CURVES, curve_schema(), names), load_meta(results_dir), results_dir)
     return frame[list(columns)].reset_index(drop=True) if columns else frame
 
 
@@ -641,6 +742,95 @@ def _pid_alive(pid: int) -> bool:
         return True
     return stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X")
     return True
+
+
+# --- checking and repairing a store ---------------------------------------------------------------
+
+#: Where `repair` moves the files of broken cells (never deleted): ``quarantine/<timestamp>/<table>/``.
+QUARANTINE = "quarantine"
+
+
+@dataclass
+class CellProblem:
+    """A cell whose files do not make a done cell: ``files`` are all of its table files present."""
+
+    cell_id: str
+    reason: str
+    files: list[Path]
+
+
+def _cell_being_written(results_dir: Path | str, cell_id: str) -> bool:
+    """Whether a process holds the cell's run lock (bench.runner's flock): its files are in flux."""
+    import fcntl
+
+    path = Path(results_dir) / CHECKPOINTS / f".{cell_id}.lock"
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def _cell_problem(results_dir: Path | str, cell_id: str) -> str | None:
+    """Why the cell's files are not a done cell (unreadable, partial, orphaned), or None if they are."""
+    paths = {EPISODES: episodes_path(results_dir, cell_id), CURVES: curves_path(results_dir, cell_id)}
+    meta_file = meta_path(results_dir, cell_id)
+    hashes = {table: _table_hashes(path) for table, path in paths.items() if path.exists()}
+    if not meta_file.exists():
+        return f"orphaned: {', '.join(f'{t}/' for t in hashes)} without its {META}/ file"
+    try:
+        _read_whole(meta_file, meta_schema())
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"unreadable {META}/ file ({type(exc).__name__})"
+    wanted = _meta_hash(meta_file)
+    for table, path in paths.items():
+        if table not in hashes:
+            return f"partial: no {table}/ file"
+        if hashes[table] is None:
+            return f"unreadable {table}/ file"
+        if hashes[table] - {wanted}:
+            return f"partial: {table}/ rows of another config than its {META}/ file"
+    return None
+
+
+def _read_whole(path: Path, schema: Any) -> None:
+    """Read a parquet file whole (raises when it does not read)."""
+    import pyarrow.dataset as ds
+
+    ds.dataset(str(path), schema=schema, format="parquet").to_table()
+
+
+def check_store(results_dir: Path | str) -> list[CellProblem]:
+    """Every cell whose table files are unreadable, partial (a table missing, or rows of another
+    config than its meta) or orphaned (episodes/curves without meta). Cells a process is running
+    right now (their run lock is held) are left out: their files are being replaced."""
+    ids = sorted({p.stem for table in (EPISODES, CURVES, META) for p in _table_files(results_dir, table)})
+    problems = []
+    for cell_id in ids:
+        reason = _cell_problem(results_dir, cell_id)
+        if reason and not _cell_being_written(results_dir, cell_id):
+            files = [p(results_dir, cell_id) for p in (episodes_path, curves_path, meta_path)]
+            problems.append(CellProblem(cell_id, reason, [f for f in files if f.exists()]))
+    return problems
+
+
+def quarantine(results_dir: Path | str, problems: list[CellProblem]) -> Path:
+    """Move the files of the broken cells to ``quarantine/<UTC timestamp>/<table>/`` (never delete):
+    the cells are then not done, and the next run or sweep reruns exactly them. Returns the folder."""
+    stamp = Path(results_dir) / QUARANTINE / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside, n = stamp, 1
+    while aside.exists():  # a second repair within the same second gets its own folder
+        aside, n = stamp.with_name(f"{stamp.name}-{n}"), n + 1
+    for problem in problems:
+        for path in problem.files:
+            target = aside / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    return aside
 
 
 # --- migration of the old one-table layout -------------------------------------------------------

@@ -12,6 +12,7 @@ never leak into a new config).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -149,8 +150,9 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     task.require_supported()
     profile = get_profile(spec.profile)
     threshold = float(spec.threshold) if spec.threshold is not None else float(task.thresholds[len(task.thresholds) // 2])
-    if threshold < 0:
-        raise BadInput(f"threshold {threshold:g} is negative: a cost threshold must be >= 0")
+    if not math.isfinite(threshold) or threshold < 0:
+        why = "negative" if threshold < 0 else "not finite"
+        raise BadInput(f"threshold {threshold:g} is {why}: a cost threshold must be a finite number >= 0")
     path = spec.algorithm_path or algorithm_path(spec.algorithm)
     algorithm_cls = algorithms.load_class(path)
     # The registry key (a user's class: its declared name) names the cell: two keys may share one class.
@@ -314,35 +316,40 @@ def run_cell(
     force: bool = False,
     on_log: ProgressFn | None = None,
     resolved: ResolvedCell | None = None,
+    wait: bool = False,
 ) -> CellOutcome:
     """Train, evaluate and store one cell (skipped if already stored with the same config hash).
 
     ``on_log`` receives every spec.log(step, metrics) call (the CLI feeds a progress bar with it).
-    Exceptions propagate; `run_cell_safely` records them instead.
+    ``wait``: when another process runs the cell, wait for it (then the cell is usually done and
+    skipped) instead of refusing. Exceptions propagate; `run_cell_safely` records them instead.
     """
     started = time.perf_counter()
     tune_cpu_allocator()  # heap reuse of per-step activations: +8-17% steps/s on CPU, numbers unchanged
     store.git_state()  # record the commit of the code this process runs, not of a later checkout
     results_dir = Path(results_dir)
+    store.require_writable(results_dir)
     cell = resolved or resolve(spec)
     if not force and store.is_done(results_dir, cell.key, cell.config_hash):
         return CellOutcome(cell.key.cell_id, "skipped", store.cell_path(results_dir, cell.key))
     device = cell.config["device"]  # resolved once, in resolve()
-    with _cell_lock(results_dir, cell.key):
+    with _cell_lock(results_dir, cell.key, wait):
         return _run_locked(cell, results_dir, device, force, on_log, started)
 
 
 @contextmanager
-def _cell_lock(results_dir: Path, key: store.CellKey) -> Iterator[None]:
+def _cell_lock(results_dir: Path, key: store.CellKey, wait: bool = False) -> Iterator[None]:
     """An exclusive lock per cell (flock: released by the OS even after kill -9), so that two
-    processes (e.g. two sweeps over one store) never train the same cell into one checkpoint."""
+    processes (e.g. two sweeps over one store) never train the same cell into one checkpoint.
+    ``wait``: block until the holder is done (sweeps: a cell another sweep finishes is then done,
+    not failed) instead of refusing."""
     import fcntl
 
     path = Path(results_dir) / store.CHECKPOINTS / f".{key.cell_id}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:  # not "w": the holder's pid in the file must survive a failed try
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip()
@@ -469,18 +476,21 @@ def run_cells(
     ensemble_size: int | None = None,
     on_log: ProgressFn | None = None,
     resolved: list[ResolvedCell] | None = None,
+    wait: bool = False,
 ) -> list[CellOutcome]:
     """Train cells that differ only in seed / threshold with one ``bench.training.train_many`` call.
 
     Each cell is resolved on its own (own feedback, checkpoint directory, config hash) and evaluated
     and stored exactly as `run_cell` stores it; done cells are skipped before training. An algorithm
     whose learner has one member trains them one by one, so the numbers equal per-cell `run_cell` runs. ``ensemble_size`` caps the cells per batch (None =
-    the algorithm's choice). Exceptions propagate; `run_cells_safely` records them instead.
+    the algorithm's choice). ``wait`` as in `run_cell`. Exceptions propagate; `run_cells_safely`
+    records them instead.
     """
     started = time.perf_counter()
     tune_cpu_allocator()
     store.git_state()
     results_dir = Path(results_dir)
+    store.require_writable(results_dir)
     cells = resolved or [resolve(spec) for spec in specs]
     if len({group_key(c.spec) for c in cells}) > 1:
         raise BadInput("run_cells: the cells must differ only in seed and threshold; run the others separately")
@@ -498,8 +508,8 @@ def run_cells(
     if todo:
         device = todo[0].config["device"]  # resolved once, in resolve(); one group, one device
         with ExitStack() as locks:
-            for cell in todo:
-                locks.enter_context(_cell_lock(results_dir, cell.key))
+            for cell in sorted(todo, key=lambda c: c.key.cell_id):  # one order in every process: no deadlock
+                locks.enter_context(_cell_lock(results_dir, cell.key, wait))
             running = []
             for cell in todo:
                 if not force and store.is_done(results_dir, cell.key, cell.config_hash):  # finished while we waited
@@ -528,7 +538,7 @@ def run_cells_safely(
     """`run_cells` for sweeps: an exception fails (and records) every cell of the group not yet stored."""
     started = time.perf_counter()
     try:
-        return run_cells(specs, results_dir, force=force, ensemble_size=ensemble_size)
+        return run_cells(specs, results_dir, force=force, ensemble_size=ensemble_size, wait=True)
     except Exception as exc:  # noqa: BLE001 - a failed group is recorded, never fatal
         message = f"{type(exc).__name__}: {exc}"
         details = traceback.format_exc()
@@ -555,7 +565,7 @@ def run_cell_safely(spec: CellSpec, results_dir: Path | str = "results", force: 
     try:
         cell = resolve(spec)
         key = cell.key
-        return run_cell(spec, results_dir, force=force, resolved=cell)
+        return run_cell(spec, results_dir, force=force, resolved=cell, wait=True)
     except Exception as exc:  # noqa: BLE001 - any failure of one cell is recorded, never fatal
         message = f"{type(exc).__name__}: {exc}"
         if key is None:

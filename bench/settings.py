@@ -13,6 +13,12 @@ the type its dataclass field DECLARES (not the type of its default, which may be
 - X | None: ``none``/``null`` (any case) or a YAML null gives None, anything else is an X;
 - dict / Any: passed as is.
 
+Then the value must be in range (`check_range`, the same for every config): every number finite; a
+learning rate (``lr``, ``*_lr``, ``learning_rate``) > 0 (>= 0 where its default is 0); a count
+(an int named ``*batch_size``, ``*steps``, ``*sizes``, ``num_*``, ``*_len``, ``*_dim``,
+``*layers``, ``*heads``, ``*bins``; a list of them item by item) >= 1, or its field's own default
+(a sentinel such as 0 = "the profile's"), and >= 0 for a warm-up length.
+
 Every refusal is one BadInput of one form: ``bad --set KEY=VALUE for OWNER: <why>``, where why is
 "expected <form>" for a bad value and "unknown setting; known settings: ..." for an unknown key.
 """
@@ -169,6 +175,9 @@ def apply_overrides(
             changes[key] = coerce(value, types[key])
         except (TypeError, ValueError):
             raise bad_setting(owner, key_prefix + key, value, f"expected {describe(types[key])}", error) from None
+        why = check_range(key, changes[key], _default(type(config), key))
+        if why:
+            raise bad_setting(owner, key_prefix + key, value, f"expected {why}", error)
     if not changes:
         return config
     if type(config).__dataclass_params__.frozen:  # type: ignore[attr-defined]
@@ -176,6 +185,49 @@ def apply_overrides(
     for key, value in changes.items():
         setattr(config, key, value)
     return config
+
+
+_COUNT_SUFFIXES = ("batch_size", "steps", "sizes", "_len", "_dim", "layers", "heads", "bins")
+
+
+def _is_learning_rate(key: str) -> bool:
+    return key in ("lr", "learning_rate") or key.endswith("_lr")
+
+
+def _is_count(key: str) -> bool:
+    return key.startswith("num_") or key.endswith(_COUNT_SUFFIXES)
+
+
+def check_range(key: str, value: Any, default: Any = None) -> str | None:
+    """Why ``value`` (already of its field's type) is out of range for setting ``key``, or None.
+    The one range rule of every config (see the module docstring); ``default`` is the field's."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if not math.isfinite(item):
+            return "a finite number"
+        if _is_learning_rate(key) and isinstance(item, float):
+            if default == 0 and item < 0:
+                return "a learning rate >= 0"
+            if default != 0 and item <= 0:
+                return "a learning rate > 0 (e.g. 3e-4)"
+        if _is_count(key) and isinstance(item, int) and value != default:
+            least = 0 if "warmup" in key else 1
+            if item < least:
+                return f"a whole number >= {least}"
+    return None
+
+
+def _default(cls: type, key: str) -> Any:
+    """The declared default of field ``key`` of dataclass ``cls`` (None without one)."""
+    for f in dataclasses.fields(cls):
+        if f.name == key:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                return f.default_factory()  # type: ignore[misc]
+    return None
 
 
 def _is_optional(hint: Any) -> bool:

@@ -133,7 +133,22 @@ def load_sweep_config(path: Path | str) -> SweepConfig:
     for key in ("tasks", "algorithms", "thresholds", "seeds"):
         if key in raw and not isinstance(raw[key], list):
             raw[key] = [raw[key]]
-    return SweepConfig(**raw)
+    return _typed_sweep_config(raw, path)
+
+
+def _typed_sweep_config(raw: dict[str, Any], path: Path) -> SweepConfig:
+    """SweepConfig of ``raw`` with every field checked against its declared type (pydantic):
+    ``seeds: [1.5]`` or ``seeds: [abc]`` is refused, one line per error, never silently rounded."""
+    import pydantic
+
+    try:
+        return pydantic.TypeAdapter(SweepConfig).validate_python(raw)
+    except pydantic.ValidationError as exc:
+        lines = [
+            f"sweep config {path}: {'.'.join(str(part) for part in error['loc'])}: {error['msg']} (got {error['input']!r})"
+            for error in exc.errors()
+        ]
+        raise BadInput("\n".join(lines)) from None
 
 
 def task_names(entries: list[str]) -> list[str]:
@@ -499,6 +514,7 @@ def prepare_sweep(config: SweepConfig, results_dir: Path | str = "results", cell
     if config.ensemble_size is not None and config.ensemble_size < 1:
         raise BadInput(f"--ensemble-size must be >= 1, got {config.ensemble_size}")
     results_dir = Path(results_dir)
+    store.require_writable(results_dir)
     cells = cells if cells is not None else expand(config)
     check_datasets(sorted({c.task for c in cells}), config.dataset)
     store.remove_stale_temp_files(results_dir)

@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.errors import BadInput, BenchError
 from bench.interfaces import Algorithm, Learner, Policy, TrainInputs, TrainOutput, TrainSpec
-from bench.io import atomic_torch_save
+from bench.io import atomic_torch_save, load_torch_file
 from bench.seeding import global_rng_state, seed_everything, set_global_rng_state
 
 __all__ = ["DURING_TRAINING_SEED_OFFSET", "Learner", "evaluate_online", "run", "selection_key", "train", "train_many"]
@@ -107,13 +107,13 @@ def checkpoint_path(spec: TrainSpec) -> Path | None:
 
 def load_checkpoint(spec: TrainSpec) -> dict[str, Any] | None:
     """The cell's checkpoint, or None; a checkpoint of another seed or version is an error."""
-    import torch
-
     path = checkpoint_path(spec)
     if path is None or not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch_file(path)  # weights_only: a checkpoint from elsewhere never runs code
+    except BadInput:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
         raise BenchError(f"checkpoint {path} is unreadable ({exc}); delete it to start the run afresh") from exc
     if state.get("version") != CHECKPOINT_VERSION or state.get("seed") != spec.seed:

@@ -214,7 +214,7 @@ def test_bad_input(sim_dataset: Dataset, feedback: FeedbackView) -> None:
         SafeRLHF.config_for(spec_for(sim_dataset, None, offline_rl="sac"))
     with pytest.raises(BadInput, match=r"bad --set criticlr=1.0 for safe-rlhf's .* \(rl\.\*\): unknown setting"):
         SafeRLHF.config_for(spec_for(sim_dataset, None, **{"rl.criticlr": 1.0}))
-    with pytest.raises(BadInput, match="calibration_lr must be > 0"):
+    with pytest.raises(BadInput, match=r"bad --set calibration_lr=0.0 for safe-rlhf: expected a learning rate > 0"):
         SafeRLHF.config_for(spec_for(sim_dataset, None, calibration_lr=0.0))
     with pytest.raises(BadInput, match="bad --set cost_temperature=1.0 for safe-rlhf: unknown setting"):  # replaced by the learned slope
         SafeRLHF.config_for(spec_for(sim_dataset, None, cost_temperature=1.0))

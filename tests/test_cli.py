@@ -189,6 +189,15 @@ def test_cli_run_presa_end_to_end_stores_a_readable_result(tmp_path, capsys):
         ("presa", "hidden_sizes=32,wide", "bad --set hidden_sizes=32,wide for presa: expected a list of whole numbers"),
         ("bc-all", "a_hidden_sizes=32,wide", "bad --set a_hidden_sizes=32,wide for bc-all: expected a list of whole numbers"),
         ("presa", "feedback.flip_prob=lots", "bad --set feedback.flip_prob=lots for the feedback teacher: expected a number"),
+        # the one range rule of every config (bench.settings.check_range)
+        ("bc-all", "batch_size=0", "bad --set batch_size=0 for bc-all: expected a whole number >= 1"),
+        ("bc-all", "update_steps=-5", "bad --set update_steps=-5 for bc-all: expected a whole number >= 1"),
+        ("bc-safe", "actor_lr=nan", "bad --set actor_lr=nan for bc-safe: expected a finite number"),
+        ("bc-all", "a_hidden_sizes=64,0", "bad --set a_hidden_sizes=64,0 for bc-all: expected a whole number >= 1"),
+        ("presa", "lr=inf", "bad --set lr=inf for presa: expected a finite number"),
+        ("presa", "lr=0", "bad --set lr=0 for presa: expected a learning rate > 0"),
+        ("cpq", "critic_lr=-0.5", "bad --set critic_lr=-0.5 for cpq: expected a learning rate > 0"),
+        ("cdt", "num_layers=0", "bad --set num_layers=0 for cdt: expected a whole number >= 1"),
     ],
 )
 def test_cli_run_bad_setting_exit_2_one_line(tmp_path, capsys, algo, setting, message):

@@ -36,6 +36,8 @@ class Hub:
         self.drop_after: int | None = None  # first GET sends this many bytes, then closes the socket
         self.fail_503 = 0  # answer this many requests with 503 first
         self.wrong_hash = False
+        self.etag: str | None = None  # a lying server: this ETag instead of the file's sha256
+        self.commit = COMMIT
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.lock = threading.Lock()
 
@@ -72,13 +74,15 @@ def _handler(hub: Hub):
             sha = hashlib.sha256(data).hexdigest()
             if hub.wrong_hash:
                 sha = hashlib.sha256(data + b"x").hexdigest()
+            if hub.etag is not None:
+                sha = hub.etag
             start = 0
             rng = self.headers.get("Range")
             if rng:
                 start = int(re.match(r"bytes=(\d+)-", rng).group(1))
             part = data[start:]
             self.send_response(206 if rng else 200)
-            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("X-Repo-Commit", hub.commit)
             self.send_header("ETag", f'"{sha}"')
             self.send_header("X-Linked-Etag", f'"{sha}"')
             self.send_header("X-Linked-Size", str(len(data)))
@@ -239,3 +243,19 @@ def test_sweep_fetch_missing_downloads_else_collects_as_resumable_units(hub: Hub
     before = len(hub.requests)
     assert main(args) == 0
     assert "all 2 task(s) have one" in capsys.readouterr().out and len(hub.requests) == before
+
+
+@pytest.mark.parametrize("lie", ["etag", "commit"])
+def test_a_lying_server_writes_nothing_outside_the_dataset_directory(hub: Hub, tmp_path: Path, capsys, lie) -> None:
+    directory = tmp_path / "a" / "b" / "c" / "d" / "datasets"
+    if lie == "etag":
+        hub.etag = "../../../../../../OUTSIDE/evil_etag"
+    else:
+        hub.commit = "../../../../../../OUTSIDE/evil_commit"
+    assert main(["data", "download", "--task", "BallRun", "--dataset-dir", str(directory), "--attempts", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"gave {lie}" in err[0].lower() and "refused, nothing written" in err[0]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(directory in p.parents for p in written), written
+    assert not (directory / TASK.dsrl_filename).exists()
+    assert not _gets(hub)  # refused before any download

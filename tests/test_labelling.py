@@ -367,7 +367,7 @@ def test_segments_of_a_file_with_seeds_are_replayed_in_the_simulator_and_checked
 
     from bench.data import load_dataset
     from bench.labelling import replay
-    from bench.labelling.app import VIEW_PATH, VIEW_REPLAY, FrameCache
+    from bench.labelling.app import VIEW_REPLAY, FrameCache
 
     geometry = render.geometry_for(BALLRUN)
     ds = load_dataset(_replayable_file(tmp_path / "good.hdf5"), BALLRUN)

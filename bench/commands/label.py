@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -88,8 +89,9 @@ def serve_cmd(
     t = get_task(task)
     geometry = render.geometry_for(t)  # before anything slow: can this task be shown at all?
     kappa = float(threshold) if threshold is not None else float(t.thresholds[len(t.thresholds) // 2])
-    if kappa < 0:
-        raise BadInput(f"--threshold {kappa:g} is negative: a cost threshold is >= 0")
+    if not math.isfinite(kappa) or kappa < 0:
+        why = "negative" if kappa < 0 else "not finite"
+        raise BadInput(f"--threshold {kappa:g} is {why}: a cost threshold must be a finite number >= 0")
     who = annotator if annotator is not None else (os.environ.get("USER") or "annotator")
     if not who.strip() or "," in who or "\n" in who:
         raise BadInput(f"--annotator {who!r} is not a usable name: give a non-empty name without commas")
@@ -122,7 +124,7 @@ def serve_cmd(
             task=t.name, threshold=kappa, segment_length=int(length), episode_length=int(t.episode_length),
             budget=float(kappa) * length / t.episode_length, dataset=str(ds.path), rules=geometry.describe(), view=frames.view_name,
         )
-        holder["app"] = create_app(store, frames, context)
+        holder["app"] = create_app(store, frames, context, host=host)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         url_host = f"[{host}]" if ":" in host else host
         console().print(

@@ -18,6 +18,44 @@ def _segment_sums(values: np.ndarray, dataset: "Dataset", episode: np.ndarray, s
     return values[idx].astype(np.float64).sum(axis=1).reshape(episode.shape)
 
 
+#: Bytes the feedback needs at least per segment of length H: its transition indices (int64) and
+#: one float32 value gathered per step (`_segment_sums`), plus the draw's own int64 arrays.
+BYTES_PER_SEGMENT_STEP = 8 + 4
+BYTES_PER_SEGMENT = 32
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable, else the free physical
+    pages); None where neither is known."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def require_memory_for(num_pairs: int, num_segments: int, length: int) -> None:
+    """FeedbackError (exit 2) when drawing ``num_pairs`` pairs and ``num_segments`` single segments
+    of ``length`` steps would need more memory than is available, before anything is allocated."""
+    segments = 2 * int(num_pairs) + int(num_segments)
+    needed = segments * (BYTES_PER_SEGMENT + BYTES_PER_SEGMENT_STEP * int(length))
+    available = available_memory()
+    if available is not None and needed > available:
+        raise FeedbackError(
+            f"{num_pairs} queries and {num_segments} safety labels of {length} steps need at least "
+            f"{needed / 2**30:.1f} GiB of memory but {available / 2**30:.1f} GiB are available: "
+            "ask for fewer queries (--num-queries / --queries)"
+        )
+
+
 def _valid_segments(dataset: "Dataset", length: int) -> tuple[np.ndarray, np.ndarray]:
     episode, start = dataset.segment_starts(length)
     if len(episode) == 0:

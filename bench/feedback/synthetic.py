@@ -11,7 +11,14 @@ from bench.errors import FeedbackError
 from bench.feedback.containers import FeedbackSet
 from bench.feedback.provenance import _dataset_provenance, _task_of, _versions
 from bench.feedback.schema import FORMAT_VERSION
-from bench.feedback.segments import _segment_sums, _valid_segments, sample_pairs, sample_segments, sample_segments_by_class
+from bench.feedback.segments import (
+    _segment_sums,
+    _valid_segments,
+    require_memory_for,
+    sample_pairs,
+    sample_segments,
+    sample_segments_by_class,
+)
 from bench.feedback.settings import FeedbackSettings
 from bench.feedback.teacher import noisy_preference_labels, reward_margin, safety_budget, safety_labels
 
@@ -33,6 +40,7 @@ def _draw_queries(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The teacher's segment draws (resolved settings): pair episodes/starts (P, 2), safety episodes/starts (L,)."""
     length = int(settings.segment_length)  # type: ignore[arg-type]
+    require_memory_for(settings.num_queries, int(settings.num_safety_labels), length)  # type: ignore[arg-type]
     episode, start = _valid_segments(dataset, length)
     pair_episode, pair_start = sample_pairs(episode, start, settings.num_queries, settings.pair_sampling, streams["pairs"])
     safety_episode, safety_start = sample_segments(episode, start, int(settings.num_safety_labels), streams["safety_segments"])  # type: ignore[arg-type]

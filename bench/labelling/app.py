@@ -6,11 +6,20 @@ simulator replay checked against the stored observations where the file records 
 Routes: ``/`` the page; ``/api/state`` the current question and progress; ``/api/answer``
 (POST ``{"id", "answer"}``) and ``/api/undo`` (POST) change the store and return the new state;
 ``/frames/<episode>/<start>.gif`` a segment's animation (from the cache, rendered on a miss).
+
+What it protects against (docs/feedback.md): a request whose Host header is not this machine
+(DNS rebinding) gets 403; a POST from another site (Origin or Sec-Fetch-Site) gets 403; every
+``/api/`` call needs the page's random per-process token (header ``X-Presa-Token``), which only
+a page loaded from this server holds, always, whatever ``--host``; a body over `MAX_BODY` gets 413;
+a body that is not a JSON object of strings gets 400.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import secrets
+import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +41,31 @@ VIEW_PATH = "top-down path from the observations"
 
 #: How many questions ahead of the current one the pool renders.
 LOOKAHEAD = 6
+#: The largest request body accepted (an answer is under 100 bytes).
+MAX_BODY = 64 * 1024
+#: The header that carries the page's token on every /api/ call.
+TOKEN_HEADER = "X-Presa-Token"
+#: Methods that change the store: cross-site ones are refused.
+_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_host(host_header: str, bound: str) -> bool:
+    """Whether a request's Host header names this server: an IP address (a DNS rebinding attack
+    needs a name), localhost, this machine's name, or the --host it listens on."""
+    from urllib.parse import urlsplit
+
+    try:
+        name = urlsplit(f"//{host_header}").hostname
+    except ValueError:
+        return False
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return name in {"localhost", bound.lower(), socket.gethostname().lower(), socket.getfqdn().lower()}
 
 
 @dataclass
@@ -136,12 +170,35 @@ class FrameCache:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def create_app(store: LabelStore, frames: FrameCache, context: Context):  # type: ignore[no-untyped-def]
-    """The Flask app. One lock serialises the store's changes (the server is threaded)."""
+def create_app(store: LabelStore, frames: FrameCache, context: Context, host: str = "127.0.0.1", token: str | None = None):  # type: ignore[no-untyped-def]
+    """The Flask app. One lock serialises the store's changes (the server is threaded). ``host`` is
+    the address it listens on; ``token`` the page's token (default: a new random one)."""
     from flask import Flask, abort, jsonify, render_template, request, send_file
 
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    token = token or secrets.token_urlsafe(32)
     lock = threading.Lock()
+
+    @app.before_request
+    def guard():  # type: ignore[no-untyped-def]
+        if not allowed_host(request.host, host):
+            return jsonify({"error": f"Host {request.host!r} is not this labelling server"}), 403
+        if request.method in _CHANGING:
+            origin = request.headers.get("Origin")
+            if origin is not None and origin != request.host_url.rstrip("/"):
+                return jsonify({"error": f"cross-site request from {origin!r} refused"}), 403
+            if request.headers.get("Sec-Fetch-Site") == "cross-site":
+                return jsonify({"error": "cross-site request refused"}), 403
+        if request.path.startswith("/api/") and not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
+            return jsonify({"error": f"missing or wrong {TOKEN_HEADER}: reload the labelling page"}), 403
+        if (request.content_length or 0) > MAX_BODY:
+            return jsonify({"error": f"request body over {MAX_BODY} bytes"}), 413
+        return None
+
+    @app.errorhandler(413)
+    def too_large(_):  # type: ignore[no-untyped-def]
+        return jsonify({"error": f"request body over {MAX_BODY} bytes"}), 413
     valid_segments = {(e, s) for q in store.queries for e, s in zip(q.episodes, q.starts)}
 
     def state() -> dict[str, Any]:
@@ -167,7 +224,7 @@ def create_app(store: LabelStore, frames: FrameCache, context: Context):  # type
 
     @app.get("/")
     def page():  # type: ignore[no-untyped-def]
-        return render_template("page.html", context=context, store=store)
+        return render_template("page.html", context=context, store=store, token=token, token_header=TOKEN_HEADER)
 
     @app.get("/api/state")
     def get_state():  # type: ignore[no-untyped-def]
@@ -176,10 +233,12 @@ def create_app(store: LabelStore, frames: FrameCache, context: Context):  # type
 
     @app.post("/api/answer")
     def post_answer():  # type: ignore[no-untyped-def]
-        body = request.get_json(silent=True) or {}
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("id", "answer")):
+            return jsonify({"error": 'the body must be a JSON object {"id": "...", "answer": "..."} of strings'}), 400
         with lock:
             try:
-                store.answer(str(body.get("id")), str(body.get("answer")))
+                store.answer(body["id"], body["answer"])
             except BadInput as exc:
                 return jsonify({"error": str(exc)}), 400
             return jsonify(state())
