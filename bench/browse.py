@@ -55,22 +55,6 @@ def _parse_id(cell_id: str) -> dict[str, Any]:
     return out
 
 
-def _running(results_dir: Path, cell_id: str) -> bool:
-    """True while a process holds the cell's lock (bench.runner._cell_lock; the OS drops it on exit)."""
-    import fcntl
-
-    path = results_dir / store.CHECKPOINTS / f".{cell_id}.lock"
-    if not path.is_file():
-        return False
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
-
-
 def list_cells(results_dir: Path | str) -> list[CellRow]:
     """Every cell of the store: done (meta), failed (failure record), running (locked) or unfinished
     (a checkpoint directory and nothing else), sorted by cell id."""
@@ -96,10 +80,10 @@ def list_cells(results_dir: Path | str) -> list[CellRow]:
     if checkpoints.is_dir():
         for directory in sorted(p for p in checkpoints.iterdir() if p.is_dir()):
             if directory.name not in rows:
-                rows[directory.name] = CellRow(directory.name, "running" if _running(results_dir, directory.name) else "unfinished",
+                rows[directory.name] = CellRow(directory.name, "running" if store.cell_locked(results_dir, directory.name) else "unfinished",
                                                **_parse_id(directory.name))
     for cell_id, row in rows.items():
-        if row.state == "failed" and _running(results_dir, cell_id):
+        if row.state == "failed" and store.cell_locked(results_dir, cell_id):
             row.state = "running"
     return [rows[k] for k in sorted(rows)]
 

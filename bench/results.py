@@ -759,7 +759,7 @@ class CellProblem:
     files: list[Path]
 
 
-def _cell_being_written(results_dir: Path | str, cell_id: str) -> bool:
+def cell_locked(results_dir: Path | str, cell_id: str) -> bool:
     """Whether a process holds the cell's run lock (bench.runner's flock): its files are in flux."""
     import fcntl
 
@@ -812,7 +812,7 @@ def check_store(results_dir: Path | str) -> list[CellProblem]:
     problems = []
     for cell_id in ids:
         reason = _cell_problem(results_dir, cell_id)
-        if reason and not _cell_being_written(results_dir, cell_id):
+        if reason and not cell_locked(results_dir, cell_id):
             files = [p(results_dir, cell_id) for p in (episodes_path, curves_path, meta_path)]
             problems.append(CellProblem(cell_id, reason, [f for f in files if f.exists()]))
     return problems

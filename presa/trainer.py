@@ -326,17 +326,10 @@ class PreSaLearner(Learner):
         z0 = torch.zeros((self.members, 1), device=self.device, requires_grad=True)
         optimizer = torch.optim.Adam(list(self.actor.parameters()), lr=c.lr, foreach=False)
         z0_optimizer = torch.optim.Adam([z0], lr=c.z0_lr, foreach=False)
-        assert self.ref_safety_all is not None
         tail: list[torch.Tensor] = []
-        B, H, E = c.batch_size, self.segment_length, self.members
-        highs = [[len(self.safety_label[e])] for e in range(E)]
+        E = self.members
         for step in range(steps):
-            (rows,) = self._draw(highs, [B])
-            transitions = self.safety_index_all[self.member_rows, rows].reshape(E, -1)
-            logp = self._forward_logp(self.obs[transitions], self.act[transitions]).reshape(E, B, H)
-            s_policy, s_z0 = self._safety_terms(
-                logp, self.ref_safety_all[self.member_rows, rows], self.safety_label_all[self.member_rows, rows], z0
-            )
+            s_policy, s_z0 = self._safety_batch(z0)
             optimizer.zero_grad(set_to_none=True)
             z0_optimizer.zero_grad(set_to_none=True)
             (-(s_policy.sum() + s_z0.sum())).backward()
@@ -353,27 +346,25 @@ class PreSaLearner(Learner):
     def _measure_reference_score(self, batches: int) -> torch.Tensor:
         """S_ref measured the way S and S* are: the mean S of pi_ref itself over ``batches`` dropout
         training batches, at the best constant reference point of the labels (the analytic S_ref's
-        z0). Dropout makes pi_ref's scores noisy, so this lies below the analytic value; comparing S
+        z0). Dropout makes pi_ref's scores noisy, so this differs from the analytic value; comparing S
         with it keeps the margin delta (S* - S_ref) from only offsetting that noise."""
-        c = self.config
-        B, H, E = c.batch_size, self.segment_length, self.members
-        assert self.ref_safety_all is not None
         z0 = torch.stack([
             losses.constant_reference_point(self.safety_label[e], self._label_weights(self.safety_label[e]))
-            for e in range(E)
+            for e in range(self.members)
         ]) if self.learned_z0 else None
-        highs = [[len(self.safety_label[e])] for e in range(E)]
-        scores = []
         with torch.no_grad():
-            for _ in range(batches):
-                (rows,) = self._draw(highs, [B])
-                transitions = self.safety_index_all[self.member_rows, rows].reshape(E, -1)
-                logp = self._forward_logp(self.obs[transitions], self.act[transitions]).reshape(E, B, H)
-                s_policy, _ = self._safety_terms(
-                    logp, self.ref_safety_all[self.member_rows, rows], self.safety_label_all[self.member_rows, rows], z0
-                )
-                scores.append(s_policy)
-        return torch.stack(scores).mean(dim=0)
+            return torch.stack([self._safety_batch(z0)[0] for _ in range(batches)]).mean(dim=0)
+
+    def _safety_batch(self, z0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_safety_terms` on one drawn batch of B labelled segments per member (dropout on)."""
+        assert self.ref_safety_all is not None
+        B, H, E = self.config.batch_size, self.segment_length, self.members
+        (rows,) = self._draw([[len(self.safety_label[e])] for e in range(E)], [B])
+        transitions = self.safety_index_all[self.member_rows, rows].reshape(E, -1)
+        logp = self._forward_logp(self.obs[transitions], self.act[transitions]).reshape(E, B, H)
+        return self._safety_terms(
+            logp, self.ref_safety_all[self.member_rows, rows], self.safety_label_all[self.member_rows, rows], z0
+        )
 
     def _heldout_safety(self, e: int, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, accuracy) of member e on its held-out safety labels (no dropout); NaN when none."""

@@ -196,7 +196,8 @@ def test_end_to_end_train_and_evaluate(sim_dataset: Dataset) -> None:
     out = train(PreSa, spec, make_inputs(sim_dataset))
     evaluations = [row for row in out.curve if "normalized_cost" in row]
     assert len(evaluations) == 2 and out.best_policy is not None and out.steps == 30
-    joint = [m for _, m in logged if m["phase_joint"] == 1.0]
+    joint = [m for _, m in logged if m.get("phase_joint") == 1.0]  # online evaluations are logged too
+    assert [step for step, m in logged if m.get("source") == "eval"] == [15, 30]
     for key in ("pref_loss", "pref_accuracy", "safety_score", "constraint_gap", "lambda", "steps_per_second"):
         assert key in joint[-1] and np.isfinite(joint[-1][key])
     assert out.info["heldout_safety_labels"] > 0 and np.isfinite(out.info["heldout_safety_score"])
