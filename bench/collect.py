@@ -148,6 +148,10 @@ DEV_BUDGETS: dict[str, CollectBudget] = {
 BUDGETS.update(DEV_BUDGETS)
 
 
+#: The card's name of each behaviour learner (fsrl's agents; both use its PID Lagrangian).
+AGENT_DESCRIPTIONS = {"ppo-lag": "PPOLagAgent (PPO with PID Lagrangian)", "trpo-lag": "TRPOLagAgent (TRPO with PID Lagrangian)"}
+
+
 def _budget_record(budget: CollectBudget) -> dict[str, Any]:
     """The budget as stored in work directories and cards; the default learner is left out so that
     the records of collections made before the field existed still match."""
@@ -788,7 +792,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
         "filter": {"max_episode_cost": cfg.task.max_episode_cost, "target_episodes": cfg.target_episodes,
                    "cost_bins": cfg.cost_bins, "reward_bins": cfg.reward_bins, "min_per_bin": cfg.min_per_bin,
                    "tool": "dsrl.offline_env.filter_trajectory"},
-        "behaviour_policy": "fsrl PPOLagAgent (PPO with PID Lagrangian), cost limit swept linearly per run; "
+        "behaviour_policy": f"fsrl {AGENT_DESCRIPTIONS[cfg.budget.agent]}, cost limit swept linearly per run; "
                             "snapshot mean action + Gaussian noise of std noise_stds",
         "policies": runs,
         "counts": {

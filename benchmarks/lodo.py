@@ -1,6 +1,7 @@
 """Leave-one-dataset-out (LODO) selection of PreSa's defaults on the development family (issue 27).
 
     python benchmarks/lodo.py plan  [--family configs/dev-family.yaml] [--data-dir DIR]
+    python benchmarks/lodo.py family [--family ...] [--data-dir DIR]      # the family's cards and probes as a table
     python benchmarks/lodo.py run   [--family ...] [--candidates configs/lodo/candidates.yaml] [--results results/lodo] [--workers 2]
     python benchmarks/lodo.py table [--family ...] [--candidates ...] [--results results/lodo] [--out docs/results/lodo]
 
@@ -90,6 +91,38 @@ def run(family: Path, candidates_path: Path, results: Path, workers: int, data_d
     return 0
 
 
+def family_table(directory: Path, datasets: list[dict]) -> str:
+    """Markdown: each family dataset as its card describes it (recipe, learner, size, safe share at
+    kappa 20, reward range, collection time) and its discrimination probe (BC-All / BC-Safe)."""
+    import json
+
+    lines = ["| dataset | recipe (learner) | episodes | safe at k = 20 | reward q10 / q50 / q90 | collection | "
+             "probe BC-All / BC-Safe at k = 10, 20, 40 (n seeds) | separates at |", "|---|---|---|---|---|---|---|---|"]
+    for entry in datasets:
+        cards = sorted((directory / entry["name"]).glob("*.json"))
+        if not cards:
+            lines.append(f"| {entry['name']} | not collected: `{collect_command(entry, directory)}` |" + " |" * 6)
+            continue
+        card = json.loads(cards[0].read_text())
+        data = card["dataset"]
+        safe = data["episodes_at_or_below_threshold"]["20"] / data["episodes"]
+        q = data["reward_quantiles"]
+        minutes = card["timing_seconds"]["total_wall_this_call"] / 60
+        collection = f"{minutes:.1f} min" if "max_safe_share" not in card else (
+            f"<= {card['max_safe_share']['share']:.0%} safe, from the rollouts of its recipe and seed")
+        learner = card["budget"].get("agent", "ppo-lag")
+        probe, where = "not probed", "-"
+        if card.get("probe"):
+            cells = card["probe"]["thresholds"]
+            probe = ", ".join(f"{c['unsafe']['normalized_reward']:.2f}/{c['unsafe']['normalized_cost']:.2f} "
+                              f"{c['safe']['normalized_reward']:.2f}/{c['safe']['normalized_cost']:.2f}" for c in cells)
+            probe += f" ({len(card['probe']['settings']['seeds'])})"
+            where = ", ".join(f"{c['threshold']:g}" for c in cells if c["separates"]) or "none"
+        lines.append(f"| {entry['name']} | {card['profile']} ({learner}) | {data['episodes']} | {safe:.0%} | "
+                     f"{q['q10']:.0f} / {q['q50']:.0f} / {q['q90']:.0f} | {collection} | {probe} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
 def load_cells(results: Path, datasets: list[dict]) -> pd.DataFrame:
     """One row per stored cell: dataset, candidate, task, threshold, seed, scores, held-out accuracy."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -166,7 +199,7 @@ def markdown(table: pd.DataFrame, frozen: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=["plan", "run", "table"])
+    parser.add_argument("action", choices=["plan", "family", "run", "table"])
     parser.add_argument("--family", type=Path, default=ROOT / "configs" / "dev-family.yaml")
     parser.add_argument("--candidates", type=Path, default=ROOT / "configs" / "lodo" / "candidates.yaml")
     parser.add_argument("--data-dir", type=Path, help="where the family's datasets live (default: $PRESA_DEV_DATA, else the family file's data_dir)")
@@ -180,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         for entry in datasets:
             state = "present" if (directory / entry["name"]).is_dir() else "missing"
             print(f"{entry['name']} ({state}): {collect_command(entry, directory)}")
+        return 0
+    if args.action == "family":
+        print(family_table(directory, datasets), end="")
         return 0
     if args.action == "run":
         only = [n for n in args.only.split(",") if n] if args.only else None

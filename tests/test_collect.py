@@ -276,7 +276,7 @@ def test_trpo_lagrangian_behaviour_policies_build_a_file(tmp_path: Path) -> None
     budget = replace(get_budget("smoke"), agent="trpo-lag", noise_stds=(0.0,), episodes_per_rollout=2)
     cfg = _config(tmp_path, budget=budget, episodes=3)
     result = collect(cfg)
-    assert result.card["budget"]["agent"] == "trpo-lag"
+    assert result.card["budget"]["agent"] == "trpo-lag" and result.card["behaviour_policy"].startswith("fsrl TRPOLagAgent")
     saved = json.loads((cfg.work_dir / "config.json").read_text())
     assert saved["budget"]["agent"] == "trpo-lag"
     from bench.data import load_dataset

@@ -88,3 +88,24 @@ def test_every_candidate_and_the_baseline_make_a_valid_sweep(lodo, tmp_path: Pat
         for cell in cells:  # every --set key exists and validates
             spec = TrainSpec(get_task(cell.task), cell.threshold or 20.0, cell.seed, get_profile(cell.profile), overrides=dict(cell.overrides))
             get_algorithm(cell.algorithm).config_for(spec)
+
+
+def test_family_table_reads_each_card_and_its_probe(lodo, tmp_path: Path) -> None:
+    import json
+
+    directory = tmp_path / "BallRun-quick-s21"
+    directory.mkdir()
+    band = {"[0,10]": 1, "(10,20]": 2, "(20,40]": 3, "(40,80]": 4}
+    probe = {"settings": {"seeds": [0, 10, 20]}, "thresholds": [
+        {"threshold": k, "separates": k > 10, "unsafe": {"normalized_reward": 0.5, "normalized_cost": c},
+         "safe": {"normalized_reward": 0.4, "normalized_cost": 0.2}} for k, c in ((10.0, 0.9), (20.0, 1.5), (40.0, 1.2))]}
+    card = {"profile": "quick", "budget": {}, "timing_seconds": {"total_wall_this_call": 300.0}, "probe": probe,
+            "dataset": {"episodes": 10, "episodes_per_cost_band": band, "episodes_at_or_below_threshold": {"20": 3},
+                        "reward_quantiles": {"q10": 1.0, "q50": 2.0, "q90": 3.0}}}
+    (directory / "SafetyBallRun-v0-80-10.json").write_text(json.dumps(card))
+    _, datasets = lodo.load_family(ROOT / "configs" / "dev-family.yaml", tmp_path)
+    rows = lodo.family_table(tmp_path, datasets).splitlines()
+    mine = next(r for r in rows if r.startswith("| BallRun-quick-s21 "))
+    assert "| quick (ppo-lag) | 10 | 30% | 1 / 2 / 3 | 5.0 min |" in mine and mine.endswith("| 20, 40 |")
+    assert "0.50/1.50 0.40/0.20" in mine and "(3)" in mine
+    assert sum("not collected" in r for r in rows) == 9
