@@ -133,6 +133,7 @@ def load_cells(results: Path, datasets: list[dict]) -> pd.DataFrame:
         for store_dir in sorted((results / entry["name"]).glob("*")):
             if store_dir.is_dir():
                 cells = load_ablation(store_dir).rename(columns={"ablation": "candidate"})
+                cells = cells.drop(columns=["dataset"], errors="ignore")  # the report's dataset label: the family name instead
                 cells.insert(0, "dataset", entry["name"])
                 frames.append(cells)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
