@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from bench import algorithms
 from bench import results as store
 from bench import training
+from bench.budget import dotted
 from bench.devices import resolve_device, tune_cpu_allocator
 from bench.errors import BadInput, BenchError
 from bench.evaluation import EVAL_NUM_ENVS
@@ -231,20 +232,11 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     )
 
 
-def _dotted(config: Any, key: str) -> Any:
-    value = config
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _scaled_profile(profile: Profile, budget: dict[str, Any], algo_config: Any, device: str) -> Profile:
     """The profile with eval_every / log_every spread over the cell's stated budget, so that every
     run has about ``eval_points`` online evaluations whatever its length (a CPU cap included)."""
     steps = int(budget.get("planned_steps") or profile.train_steps)
-    cap = _dotted(algo_config, str(budget.get("cap_key") or "")) if budget.get("cap_key") else None
+    cap = dotted(algo_config, str(budget.get("cap_key") or "")) if budget.get("cap_key") else None
     if isinstance(cap, int) and not str(device).startswith("cuda") and 0 < cap < steps:
         steps = cap
     changes: dict[str, int] = {}
