@@ -17,7 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from bench.data import Dataset, OfflineData
-    from bench.feedback import FeedbackView
+    from bench.feedback.containers import FeedbackView
     from bench.profiles import Profile
     from bench.tasks import Task
 
