@@ -17,6 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from bench.data import Dataset, OfflineData
+    from bench.feedback.containers import FeedbackView
     from bench.profiles import Profile
     from bench.tasks import Task
 
@@ -60,7 +61,7 @@ class TrainInputs:
     algorithms that declare ``uses_ground_truth``; preference learners get ``data`` + ``feedback``."""
 
     data: "OfflineData"
-    feedback: Any | None = None  # bench.feedback.FeedbackView
+    feedback: "FeedbackView | None" = None
     dataset: "Dataset | None" = None
 
 

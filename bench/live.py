@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from bench.budget import dotted
 from bench.errors import BadInput
 
 SPEEDS_FILE = Path(__file__).resolve().parents[1] / "configs" / "speeds.yaml"
@@ -32,12 +33,6 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _dotted(config: Any, key: str) -> Any:
-    for part in key.split(".") if key else ():
-        config = config.get(part) if isinstance(config, dict) else None
-    return config if key else None
 
 
 @dataclass(frozen=True)
@@ -65,10 +60,10 @@ def estimate(config: dict[str, Any], profile_steps: int, results_dir: Path | str
     name, device, algo_config = config["algorithm"], str(config["device"]), config.get("algorithm_config") or {}
     budgets = load_budgets()
     entry = (budgets.get("algorithms") or {}).get(name) or {}
-    steps = _dotted(algo_config, str(entry.get("steps_key") or "")) or profile_steps
-    batch = _dotted(algo_config, str(entry.get("batch_key") or ""))
+    steps = dotted(algo_config, str(entry.get("steps_key") or "")) or profile_steps
+    batch = dotted(algo_config, str(entry.get("batch_key") or ""))
     on_cpu = not device.startswith("cuda")
-    cap = _dotted(algo_config, str(budgets.get("cap_key") or ""))
+    cap = dotted(algo_config, str(budgets.get("cap_key") or ""))
     if on_cpu and isinstance(cap, int) and 0 < cap < steps:
         steps = cap
     cpu_batch = algo_config.get("cpu_batch_size") if isinstance(algo_config, dict) else None

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench import stats
+from bench.budget import dotted
 from bench.errors import BadInput
 from bench.tasks import TASKS
 
@@ -55,15 +56,6 @@ CAP_MARK = "†"
 
 
 # ------------------------------------------------------------------------------ cells and budgets
-def _dotted(mapping: Any, key: str) -> Any:
-    value = mapping
-    for part in key.split(".") if key else ():
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _as_int(value: Any) -> int | None:
     try:
         return int(value) if value is not None and not (isinstance(value, float) and np.isnan(value)) else None
@@ -84,7 +76,7 @@ def cell_budget(algorithm: str, steps: Any, config: dict[str, Any], info: dict[s
     paper = entry.get("paper") or {}
     algo_config = config.get("algorithm_config") or {}
     batch_key = str(stated.get("batch_key") or entry.get("batch_key") or "batch_size")
-    configured_batch = _as_int(_dotted(algo_config, batch_key))
+    configured_batch = _as_int(dotted(algo_config, batch_key))
     batch = _as_int(info.get("batch_size")) or configured_batch
     run = _as_int(steps) or 0
     planned = _as_int(stated.get("planned_steps")) or _as_int(info.get("planned_steps")) or run

@@ -20,11 +20,12 @@ import traceback
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from bench import algorithms
 from bench import results as store
 from bench import training
+from bench.budget import dotted
 from bench.devices import resolve_device, tune_cpu_allocator
 from bench.errors import BadInput, BenchError
 from bench.evaluation import EVAL_NUM_ENVS
@@ -34,6 +35,11 @@ from bench.interfaces import Algorithm, TrainInputs, TrainOutput, TrainSpec
 from bench.profiles import Profile, get_profile
 from bench.tasks import Task, get_task
 from bench.training import DURING_TRAINING_SEED_OFFSET
+
+if TYPE_CHECKING:
+    from bench.data import Dataset
+    from bench.feedback import FeedbackSettings, FeedbackView
+
 #: Overrides with this prefix go to bench.feedback.feedback_for_run, not to the algorithm.
 FEEDBACK_PREFIX = "feedback."
 CONFIG_HASH_FILE = "config_hash.txt"
@@ -82,7 +88,7 @@ class ResolvedCell:
     feedback_kwargs: dict[str, Any] = field(default_factory=dict)
     #: The FeedbackSettings built (and validated) once by `resolve` from the feedback.* overrides;
     #: None = no such override (the feedback module's defaults apply).
-    feedback_settings: Any = None
+    feedback_settings: FeedbackSettings | None = None
 
 
 @dataclass
@@ -226,20 +232,11 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     )
 
 
-def _dotted(config: Any, key: str) -> Any:
-    value = config
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _scaled_profile(profile: Profile, budget: dict[str, Any], algo_config: Any, device: str) -> Profile:
     """The profile with eval_every / log_every spread over the cell's stated budget, so that every
     run has about ``eval_points`` online evaluations whatever its length (a CPU cap included)."""
     steps = int(budget.get("planned_steps") or profile.train_steps)
-    cap = _dotted(algo_config, str(budget.get("cap_key") or "")) if budget.get("cap_key") else None
+    cap = dotted(algo_config, str(budget.get("cap_key") or "")) if budget.get("cap_key") else None
     if isinstance(cap, int) and not str(device).startswith("cuda") and 0 < cap < steps:
         steps = cap
     changes: dict[str, int] = {}
@@ -260,7 +257,7 @@ def _prepare_checkpoint_dir(directory: Path, config_hash_: str, fresh: bool) -> 
         atomic_write_bytes(marker, config_hash_.encode())
 
 
-def _feedback_settings(feedback_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+def _feedback_settings(feedback_kwargs: dict[str, Any]) -> tuple[FeedbackSettings | None, dict[str, Any]]:
     """(settings object to pass or None, JSON-able settings for the config hash).
 
     ``--set feedback.KEY=VALUE`` overrides are applied to bench.feedback.FeedbackSettings() by the
@@ -268,30 +265,20 @@ def _feedback_settings(feedback_kwargs: dict[str, Any]) -> tuple[Any, Any]:
     feedback module's defaults apply) but those defaults still enter the config hash, so that a
     change of the defaults reruns the cells. `resolve` calls this once per cell.
     """
-    from bench import feedback as feedback_module
+    from bench.feedback import FeedbackSettings
     from bench.settings import apply_overrides
 
-    settings_cls = getattr(feedback_module, "FeedbackSettings", None)
-    if settings_cls is None:
-        if feedback_kwargs:
-            raise BadInput("feedback.* overrides need bench.feedback.FeedbackSettings, which is not available")
-        return None, None
-    settings = apply_overrides(settings_cls(), feedback_kwargs, "the feedback teacher", key_prefix=FEEDBACK_PREFIX)
-    if hasattr(settings, "validate"):
-        settings.validate()  # bad values fail before any training, with the feedback module's message
-    identity = settings.identity() if hasattr(settings, "identity") else _config_dict(settings)
-    return (settings if feedback_kwargs else None), identity
+    settings = apply_overrides(FeedbackSettings(), feedback_kwargs, "the feedback teacher", key_prefix=FEEDBACK_PREFIX)
+    settings.validate()  # bad values fail before any training, with the feedback module's message
+    return (settings if feedback_kwargs else None), settings.identity()
 
 
-def _load_feedback(cell: ResolvedCell, dataset: Any, results_dir: Path) -> tuple[Any, dict[str, Any]]:
+def _load_feedback(cell: ResolvedCell, dataset: Dataset, results_dir: Path) -> tuple[FeedbackView, dict[str, Any]]:
     """The learner's FeedbackView and the feedback's provenance."""
-    from bench import feedback as feedback_module
+    from bench.feedback import feedback_for_run
 
-    build = getattr(feedback_module, "feedback_for_run", None)
-    if build is None:
-        raise BenchError(f"{cell.key.algorithm} needs feedback but bench.feedback.feedback_for_run is not available yet")
     labels = Path(cell.spec.labels_file).expanduser() if cell.spec.labels_file else None
-    feedback = build(
+    feedback = feedback_for_run(
         cell.task,
         dataset,
         cell.threshold,
@@ -301,9 +288,8 @@ def _load_feedback(cell: ResolvedCell, dataset: Any, results_dir: Path) -> tuple
         settings=cell.feedback_settings,
         labels_file=labels,
     )
-    view = feedback.view() if hasattr(feedback, "view") else feedback
-    provenance = {**(getattr(view, "provenance", None) or {}), **(getattr(feedback, "provenance", None) or {})}
-    return view, provenance
+    view = feedback.view()
+    return view, {**view.provenance, **feedback.provenance}
 
 
 ProgressFn = Callable[[int, dict[str, float]], None]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pytest
@@ -110,6 +110,12 @@ class FakeSettings:
 
     def __post_init__(self) -> None:
         BUILT.append(self)
+
+    def validate(self) -> None:
+        """The real settings check their values here; these are always valid."""
+
+    def identity(self) -> dict[str, object]:
+        return asdict(self)
 
 
 BUILT: list[FakeSettings] = []
