@@ -52,8 +52,10 @@ def test_without_python311_and_uv_one_line_says_how(tmp_path):
 
 
 def test_make_install_creates_the_venv_with_the_interpreter_found(tmp_path):
-    dry = subprocess.run(["make", "-n", "install", f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ}, timeout=60)
+    # called from `make test`, make's own variables would make this a sub-make that prints "Entering directory"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "install", f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=60)
     assert dry.returncode == 0, dry.stderr
     first = dry.stdout.splitlines()[0]
     assert "scripts/find-python.sh" in first and '-m venv' in first and "python3.11 -m venv" not in first
