@@ -9,7 +9,7 @@ member's numbers do not depend on which other members it is trained with.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,36 @@ class _ReluDropout(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (out,) = ctx.saved_tensors
         return torch.ops.aten.threshold_backward(grad, out, 0.0), None
+
+
+def mlp(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    product: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    masks: list[torch.Tensor] | None = None,
+    scale: float | None = None,
+    fused: bool = True,
+) -> torch.Tensor:
+    """THE actor's layers, written once for training, the frozen reference and evaluation: relu
+    hidden layers, output pre-activations. ``product(bias, x, weight)`` is torch.baddbmm for the
+    (E, N, .) ensemble and torch.addmm for one policy's (N, .) rows; each keeps the kernel that made
+    the stored numbers (the two can round differently). With ``masks``, dropout: the 1/keep ``scale``
+    multiplies every weight after the first, and relu + mask run as `_ReluDropout` (``fused``) or as
+    plain ops (for torch.compile)."""
+    last = len(weights) - 1
+    for layer, (weight, bias) in enumerate(zip(weights, biases)):
+        if masks is not None and layer > 0:
+            weight = weight * scale
+        x = product(bias, x, weight)
+        if layer < last:
+            if masks is None:
+                x = torch.relu(x)
+            elif fused:
+                x = _ReluDropout.apply(x, masks[layer])
+            else:
+                x = torch.relu(x) * masks[layer]
+    return x
 
 
 class EnsembleActor(nn.Module):
@@ -112,33 +142,31 @@ class EnsembleActor(nn.Module):
         ]
 
     def forward(
-        self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None, fused: bool = True
+        self, obs: torch.Tensor, masks: list[torch.Tensor] | None = None, fused: bool = True, member: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``masks``: 0/1 keep-masks from `dropout_masks` (inverted dropout: the 1/keep scale is folded
         into the next layer's weight, a (width x width) product instead of one over the activations).
         ``fused``: relu and dropout as one in-place autograd node (eager); False writes them as plain
-        ops, which is what torch.compile wants to see (it fuses them itself)."""
-        x = obs
-        last = len(self.weights) - 1
-        scale = 1.0 / (1.0 - self.dropout)
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            if masks is not None and layer > 0:
-                weight = weight * scale
-            x = torch.baddbmm(bias, x, weight)
-            if layer < last:
-                if masks is None:
-                    x = torch.relu(x)
-                elif fused:
-                    x = _ReluDropout.apply(x, masks[layer])
-                else:
-                    x = torch.relu(x) * masks[layer]
-        return self.head(x)
+        ops, which is what torch.compile wants to see (it fuses them itself). ``member``: only that
+        member's layers, obs (1, N, obs_dim) (the frozen reference's log-likelihoods, held-out scores)."""
+        weights, biases = list(self.weights), list(self.biases)
+        if member is not None:
+            weights = [w[member : member + 1] for w in weights]
+            biases = [b[member : member + 1] for b in biases]
+        scale = 1.0 / (1.0 - self.dropout) if masks is not None else None
+        return self.head(mlp(obs, weights, biases, torch.baddbmm, masks, scale, fused))
 
     def logp(
-        self, obs: torch.Tensor, actions: torch.Tensor, masks: list[torch.Tensor] | None = None, fused: bool = True
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        masks: list[torch.Tensor] | None = None,
+        fused: bool = True,
+        member: int | None = None,
     ) -> torch.Tensor:
-        """log pi(actions | obs) (E, N) of every member, with dropout when ``masks`` are given."""
-        mean, log_std = self.forward(obs, masks, fused)
+        """log pi(actions | obs) (E, N) of every member (or (1, N) of ``member``), with dropout when
+        ``masks`` are given."""
+        mean, log_std = self.forward(obs, masks, fused, member)
         return self.log_likelihood(mean, log_std, actions)
 
     def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -176,11 +204,7 @@ class ActorPolicy:
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            x = torch.as_tensor(np.asarray(observations, np.float32))
-            for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-                x = torch.addmm(bias, x, weight)
-                if layer < len(self.weights) - 1:
-                    x = torch.relu(x)
+            x = mlp(torch.as_tensor(np.asarray(observations, np.float32)), self.weights, self.biases, torch.addmm)
             return torch.tanh(x[:, : self.act_dim]).numpy()
 
     def state_dict(self) -> dict[str, torch.Tensor]:

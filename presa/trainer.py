@@ -281,18 +281,11 @@ class PreSaLearner(Learner):
         flat = index.reshape(-1)
         out = torch.empty(flat.shape[0], device=self.device)
         chunk = self.config.reference_chunk * self.segment_length
-        weights = [w[member : member + 1] for w in self.actor.weights]
-        biases = [b[member : member + 1] for b in self.actor.biases]
         with torch.no_grad():
             for begin in range(0, flat.shape[0], chunk):
                 rows = flat[begin : begin + chunk]
-                x = self.obs[rows].unsqueeze(0)
-                for layer, (w, b) in enumerate(zip(weights, biases)):
-                    x = torch.baddbmm(b, x, w)
-                    if layer < len(weights) - 1:
-                        x = torch.relu(x)
-                mean, log_std = self.actor.head(x)
-                out[begin : begin + chunk] = self.actor.log_likelihood(mean, log_std, self.act[rows].unsqueeze(0))[0]
+                logp = self.actor.logp(self.obs[rows].unsqueeze(0), self.act[rows].unsqueeze(0), member=member)
+                out[begin : begin + chunk] = logp[0]
         return out.reshape(index.shape)
 
     def _label_weights(self, label: torch.Tensor) -> torch.Tensor | None:
