@@ -55,3 +55,26 @@ def sim_dataset_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sim_dataset(sim_dataset_path: Path) -> Dataset:
     return load_dataset(sim_dataset_path, get_task("BallRun"))
+
+
+def load_benchmark_script(name: str):
+    """A script of benchmarks/ (not a package) imported as a module, for its tests."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ablation_table():
+    return load_benchmark_script("ablation_table")
+
+
+@pytest.fixture(scope="module")
+def lodo():
+    return load_benchmark_script("lodo")

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-import pytest
 
 import bench  # noqa: F401
 from bench import results as store
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ablation_table():
-    spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "benchmarks" / "ablation_table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ablation_table"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def write(root: Path, ablation: str, threshold: float, seed: int, reward: float, cost: float, lam: float | None) -> None:

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def lodo():
-    spec = importlib.util.spec_from_file_location("lodo", ROOT / "benchmarks" / "lodo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lodo"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def frame(rows: list[tuple[str, str, float, float, float, float]]) -> pd.DataFrame:
