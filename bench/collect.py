@@ -585,12 +585,6 @@ def select_episodes(
     return np.sort(kept)
 
 
-def safe_threshold(task: Task) -> float:
-    """The threshold a safe share is measured at: the task's middle one (Bullet 20)."""
-    thresholds = sorted(task.thresholds)
-    return thresholds[len(thresholds) // 2]
-
-
 def cap_safe_share(kept: np.ndarray, costs: np.ndarray, threshold: float, share: float, seed: int) -> np.ndarray:
     """``kept`` with safe episodes (cost <= threshold) dropped at random until they are at most
     ``share`` of the rest; every unsafe episode stays. Sorted."""
@@ -764,7 +758,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
             "use a larger --profile"
         )
     if cfg.max_safe_share is not None:
-        kept = cap_safe_share(kept, costs, safe_threshold(cfg.task), cfg.max_safe_share, cfg.seed)
+        kept = cap_safe_share(kept, costs, cfg.task.middle_threshold, cfg.max_safe_share, cfg.seed)
     arrays = {
         k: np.concatenate([chunks[ep_chunk[i]][k][ep_start[i]: ep_start[i] + ep_len[i]] for i in kept])
         for k in STEP_KEYS
@@ -786,7 +780,7 @@ def collect(cfg: CollectConfig, report: Report | None = None, on_stage: Callable
         "seed": cfg.seed,
         "profile": cfg.budget.name,
         "budget": _budget_record(cfg.budget),
-        **({"max_safe_share": {"share": cfg.max_safe_share, "threshold": safe_threshold(cfg.task)}}
+        **({"max_safe_share": {"share": cfg.max_safe_share, "threshold": cfg.task.middle_threshold}}
            if cfg.max_safe_share is not None else {}),
         "steps_per_run": cfg.steps_per_run,
         "filter": {"max_episode_cost": cfg.task.max_episode_cost, "target_episodes": cfg.target_episodes,

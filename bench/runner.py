@@ -155,7 +155,7 @@ def resolve(spec: CellSpec) -> ResolvedCell:
     task = get_task(spec.task)
     task.require_supported()
     profile = get_profile(spec.profile)
-    threshold = float(spec.threshold) if spec.threshold is not None else float(task.thresholds[len(task.thresholds) // 2])
+    threshold = float(spec.threshold) if spec.threshold is not None else task.middle_threshold
     if not math.isfinite(threshold) or threshold < 0:
         why = "negative" if threshold < 0 else "not finite"
         raise BadInput(f"threshold {threshold:g} is {why}: a cost threshold must be a finite number >= 0")

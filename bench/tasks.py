@@ -77,6 +77,12 @@ class Task:
         return SUITE_THRESHOLDS[self.suite]
 
     @property
+    def middle_threshold(self) -> float:
+        """The default cost threshold of a cell, and the one a safe share is measured at (Bullet 20)."""
+        ordered = sorted(self.thresholds)
+        return float(ordered[len(ordered) // 2])
+
+    @property
     def max_episode_reward(self) -> float:
         return float(dsrl_infos().MAX_EPISODE_REWARD[self.name])
 

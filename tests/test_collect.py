@@ -287,9 +287,9 @@ def test_trpo_lagrangian_behaviour_policies_build_a_file(tmp_path: Path) -> None
 
 
 def test_a_safe_share_cap_keeps_every_unsafe_episode_and_few_safe_ones() -> None:
-    from bench.collect import cap_safe_share, safe_threshold
+    from bench.collect import cap_safe_share
 
-    assert safe_threshold(TASK) == 20.0
+    assert TASK.middle_threshold == 20.0
     costs = np.array([0.0] * 60 + [30.0] * 40)
     kept = np.arange(100)
     capped = cap_safe_share(kept, costs, 20.0, 0.2, seed=0)

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         from bench.tasks import get_task
 
         the_task, the_profile = get_task(task), get_profile(profile)
-        spec = TrainSpec(task=the_task, threshold=float(the_task.thresholds[len(the_task.thresholds) // 2]), seed=0,
+        spec = TrainSpec(task=the_task, threshold=the_task.middle_threshold, seed=0,
                          profile=the_profile, device="cpu")
         out = console()
         for entry in names or algorithms.algorithm_names():

@@ -82,7 +82,7 @@ def summary_table(feedback: Any, title: str):  # type: ignore[no-untyped-def]
 
 
 def _middle_threshold(task: Any, threshold: Optional[float]) -> float:
-    return float(threshold) if threshold is not None else float(task.thresholds[len(task.thresholds) // 2])
+    return float(threshold) if threshold is not None else task.middle_threshold
 
 
 @app.command("make")

@@ -88,7 +88,7 @@ def serve_cmd(
 
     t = get_task(task)
     geometry = render.geometry_for(t)  # before anything slow: can this task be shown at all?
-    kappa = float(threshold) if threshold is not None else float(t.thresholds[len(t.thresholds) // 2])
+    kappa = float(threshold) if threshold is not None else t.middle_threshold
     if not math.isfinite(kappa) or kappa < 0:
         why = "negative" if kappa < 0 else "not finite"
         raise BadInput(f"--threshold {kappa:g} is {why}: a cost threshold must be a finite number >= 0")
