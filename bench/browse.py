@@ -197,34 +197,17 @@ def check_video_path(path: Path) -> None:
 
 def render_episode(policy: Any, task: Any, seed: int, every: int = 1) -> tuple[list[np.ndarray], float, float]:
     """(frames, return, cost) of one deterministic episode in the real simulator, a frame every ``every``
-    steps (rgb_array). The episode is seeded as bench.evaluation seeds episode 0 of base ``seed``."""
-    from bench.envs import make_env
-    from bench.evaluation import episode_seeds
+    steps and one at the end (rgb_array): bench.evaluation's own rollout of episode 0 of base ``seed``."""
+    from bench.evaluation import evaluate_policy
 
-    env = make_env(task)
-    episode_seed = int(episode_seeds(seed, 1)[0])
-    stateful = callable(getattr(policy, "begin", None)) and callable(getattr(policy, "observe", None))
     frames: list[np.ndarray] = []
-    total_r = total_c = 0.0
-    try:
-        np.random.seed(episode_seed)
-        obs, _ = env.reset(seed=episode_seed)
-        if stateful:
-            policy.begin(1)
-        done, step = False, 0
-        while not done:
-            if step % every == 0:
-                frames.append(_frame(env))
-            action = np.asarray(policy.act(np.asarray(obs, np.float32)[None]), np.float32)[0]
-            obs, reward, terminated, truncated, info = env.step(action)
-            cost = float(info.get("cost", 0.0))
-            total_r, total_c, done, step = total_r + float(reward), total_c + cost, terminated or truncated, step + 1
-            if stateful:
-                policy.observe(np.array([float(reward)]), np.array([cost]), np.array([done]))
-        frames.append(_frame(env))
-    finally:
-        env.close()
-    return frames, total_r, total_c
+
+    def film(episode: int, step: int, env: Any, done: bool) -> None:
+        if done or step % every == 0:
+            frames.append(_frame(env))
+
+    result = evaluate_policy(policy, task, task.middle_threshold, episodes=1, seed=seed, num_envs=1, watch=film)
+    return frames, float(result.returns[0]), float(result.costs[0])
 
 
 def _frame(env: Any) -> np.ndarray:

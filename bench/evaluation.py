@@ -21,6 +21,7 @@ every ``act`` with the rewards, costs and end flags of exactly the rows that ``a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -102,8 +103,11 @@ def evaluate_policy(
     episodes: int = 20,
     seed: int = 0,
     num_envs: int = 10,
+    watch: Callable[[int, int, Any, bool], None] | None = None,
 ) -> EvalResult:
-    """Roll out ``episodes`` deterministic episodes, ``num_envs`` at a time (20 = the field's default)."""
+    """Roll out ``episodes`` deterministic episodes, ``num_envs`` at a time (20 = the field's default).
+    ``watch(episode, step, env, done)``, if given, sees each env before each of its steps and once
+    after its episode ends (done=True); e.g. to film it (bench.browse)."""
     if episodes < 1:
         raise ValueError("episodes must be >= 1")
     seeds = episode_seeds(seed, episodes)
@@ -132,6 +136,8 @@ def evaluate_policy(
                 actions = _checked_actions(policy, obs_arr[idx], act_dim)
                 step_r, step_c, done = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), bool)
                 for k, (j, a) in enumerate(zip(idx, actions)):
+                    if watch is not None:
+                        watch(first + j, int(length[j]), batch[j], False)
                     o, r, terminated, truncated, info = batch[j].step(a)
                     step_r[k], step_c[k] = float(r), float(info.get("cost", 0.0))
                     ret[j] += step_r[k]
@@ -141,6 +147,8 @@ def evaluate_policy(
                     if terminated or truncated:
                         alive[j] = False
                         done[k] = True
+                        if watch is not None:
+                            watch(first + j, int(length[j]), batch[j], True)
                 if stateful:
                     policy.observe(step_r, step_c, done)  # type: ignore[attr-defined]
             returns.append(ret)
